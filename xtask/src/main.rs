@@ -1,0 +1,33 @@
+//! Project automation for strata, run as `cargo xtask <command>`.
+//!
+//! - `test`: the whole gate (formatting, clippy, unit and doc tests, conformance runs, and the
+//!   integration suites that need root and overlayfs).
+//! - `bench`: benchmarks, reported as ratios against yardsticks measured in the same run.
+//! - `demo`: the main job, a demo build of real images on the embedded default store.
+
+mod shared;
+mod test;
+mod tidy;
+
+use clap::{Parser, Subcommand};
+
+/// strata's project automation.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every check CI runs: fmt, clippy, unit/doc tests, conformance, integration suites.
+    Test(test::TestArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    match args.command {
+        Command::Test(t) => test::run(&t),
+    }
+}

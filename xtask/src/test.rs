@@ -1,6 +1,11 @@
 //! `cargo xtask test`: the gate that `.ci/run` and the README's test command run.
+//!
+//! Order: formatting, clippy, unit and doc tests, conformance runs against `../shared`, then
+//! the privileged integration suite (tests marked `#[ignore = "privileged: ..."]`), run as root
+//! inside a private mount namespace so that nothing a dying test mounted leaks onto the host.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -15,36 +20,117 @@ pub struct TestArgs {
     pub allow_skip: bool,
 }
 
-/// Run one cargo command in the workspace root and fail with its name if it fails.
-fn cargo(step: &str, args: &[&str]) -> anyhow::Result<()> {
-    eprintln!("==> {step}: cargo {}", args.join(" "));
-    let status = Command::new(env!("CARGO"))
-        .args(args)
+/// Totals read from libtest's `test result:` lines.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counts {
+    /// Tests that passed.
+    pub passed: u64,
+    /// Tests that failed.
+    pub failed: u64,
+    /// Tests that were ignored.
+    pub ignored: u64,
+}
+
+impl Counts {
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace();
+            let (Some(n), Some(what)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let n = n.trim_start_matches("ok.").trim_start_matches("FAILED.");
+            let Ok(n) = n.trim().parse::<u64>() else {
+                continue;
+            };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Run one command in the workspace root, echoing its output, and fail with `step` if it fails.
+fn run_step(step: &str, cmd: &mut Command) -> anyhow::Result<Counts> {
+    eprintln!("==> {step}: {cmd:?}");
+    let mut child = cmd
         .current_dir(workspace_root())
-        .status()
-        .with_context(|| format!("could not start cargo for {step}"))?;
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start {step}"))?;
+    let mut counts = Counts::default();
+    let stdout = child.stdout.take().expect("piped stdout");
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        let trimmed = line.trim_start();
+        let normalised = trimmed.replace("test result: ok. ", "test result: ");
+        let normalised = normalised.replace("test result: FAILED. ", "test result: ");
+        counts.add_line(&normalised);
+    }
+    let status = child.wait()?;
     if !status.success() {
         bail!("{step} failed ({status})");
+    }
+    Ok(counts)
+}
+
+fn cargo() -> Command {
+    Command::new(env!("CARGO"))
+}
+
+/// True when this process can mount overlayfs: root, and the kernel knows the filesystem.
+fn can_run_privileged() -> Result<(), String> {
+    // `id -u` keeps xtask free of libc bindings for a single geteuid call.
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    if uid != "0" {
+        return Err(format!("not running as root (uid {uid})"));
+    }
+    let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !filesystems
+        .lines()
+        .any(|l| l.trim_end().ends_with("overlay"))
+    {
+        // The module may simply not be loaded yet.
+        let _ = Command::new("modprobe").arg("overlay").status();
+        let again = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+        if !again.lines().any(|l| l.trim_end().ends_with("overlay")) {
+            return Err("the kernel has no overlay filesystem".into());
+        }
+    }
+    if Command::new("unshare").arg("--version").output().is_err() {
+        return Err("`unshare` (util-linux) is missing".into());
     }
     Ok(())
 }
 
 /// Run the whole gate in order, stopping at the first failure.
 pub fn run(args: &TestArgs) -> anyhow::Result<()> {
-    let _ = args.allow_skip;
-    cargo("format", &["fmt", "--all", "--", "--check"])?;
-    cargo(
+    run_step("format", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run_step(
         "clippy",
-        &[
+        cargo().args([
             "clippy",
             "--workspace",
             "--all-targets",
             "--",
             "-D",
             "warnings",
-        ],
+        ]),
     )?;
-    cargo("unit and doc tests", &["test", "--workspace"])?;
+    let mut total = run_step(
+        "unit and doc tests",
+        cargo().args(["test", "--workspace", "--no-fail-fast"]),
+    )?;
     match shared_dir() {
         Some(dir) => eprintln!("==> conformance data found at {}", dir.display()),
         None => eprintln!(
@@ -52,6 +138,54 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
              (set STRATA_SHARED to point at it)"
         ),
     }
-    eprintln!("==> all checks passed");
+
+    match can_run_privileged() {
+        Ok(()) => {
+            // Build first, outside the namespace, so compile errors read plainly.
+            run_step(
+                "build privileged suite",
+                cargo().args(["test", "--workspace", "--no-run"]),
+            )?;
+            let counts = run_step(
+                "privileged integration suite (root, overlayfs, private mount namespace)",
+                Command::new("unshare")
+                    .args(["--mount", "--propagation", "private", "--"])
+                    .arg(env!("CARGO"))
+                    .args(["test", "--workspace", "--no-fail-fast", "--", "--ignored"]),
+            )?;
+            eprintln!(
+                "==> integration suite: {} passed, {} failed",
+                counts.passed, counts.failed
+            );
+            total.passed += counts.passed;
+            total.failed += counts.failed;
+        }
+        Err(why) => {
+            let listed = Command::new(env!("CARGO"))
+                .args(["test", "--workspace", "--", "--ignored", "--list"])
+                .current_dir(workspace_root())
+                .stderr(Stdio::null())
+                .output()?;
+            let names: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+                .lines()
+                .filter_map(|l| l.strip_suffix(": test"))
+                .map(str::to_string)
+                .collect();
+            eprintln!(
+                "==> could not run the privileged suite: {why}. These {} tests did not run:",
+                names.len()
+            );
+            for n in &names {
+                eprintln!("      {n}");
+            }
+            if !args.allow_skip {
+                bail!("privileged tests were skipped ({why}); pass --allow-skip to accept that");
+            }
+        }
+    }
+    eprintln!(
+        "==> all checks passed: {} passed, {} failed, {} ignored outside the privileged run",
+        total.passed, total.failed, total.ignored
+    );
     Ok(())
 }

@@ -15,7 +15,7 @@ pub(crate) enum UpperDiff {
     Done(Vec<Change>),
     /// A redirected directory or a metadata-only copy-up was found: the caller must fall back
     /// to comparing mounted views.
-    NeedsNaive(PathBuf),
+    NeedsNaive,
 }
 
 /// The generic diff of two folders (`old` below, `new` on top).
@@ -117,8 +117,8 @@ pub(crate) fn diff_upper(upper: &Path, lowers: &LayerStack) -> Result<UpperDiff>
     } else {
         Some(lowers.root()?)
     };
-    if let Some(p) = walk_upper(upper, Path::new(""), lowers, lower_root.as_ref(), &mut out)? {
-        return Ok(UpperDiff::NeedsNaive(p));
+    if walk_upper(upper, Path::new(""), lowers, lower_root.as_ref(), &mut out)?.is_some() {
+        return Ok(UpperDiff::NeedsNaive);
     }
     Ok(UpperDiff::Done(out))
 }

@@ -18,14 +18,25 @@
 //! It knows nothing of digests, images or Dockerfiles: snapshots are named by opaque keys.
 
 pub mod changes;
+mod copy;
 pub mod diff;
 mod error;
 pub mod in_root;
+pub mod layout;
 pub mod meta;
+pub mod mount;
+mod probe;
+mod snapshotter;
+mod tar_read;
 pub mod tar_write;
 mod tree;
+pub mod unpack;
 
 pub use changes::{Change, ChangeKind, Changeset};
 pub use diff::diff_dirs;
 pub use error::{Error, Result};
+pub use mount::{unmount, Mount, Strategy};
+pub use snapshotter::{Driver, GraphDriverData, Info, Kind, LayerSource, Snapshotter, Usage};
+pub use tar_read::Limits;
 pub use tar_write::{write_tar, TarOptions, TarStats};
+pub use unpack::{apply_to_tree, UnpackOptions, UnpackStats};

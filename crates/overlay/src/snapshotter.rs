@@ -907,7 +907,7 @@ impl Snapshotter {
             .into_par_iter()
             .map(|l| {
                 let tmp = self.home.join(format!(".tmp-{}", random_hex()?));
-                mkdir_mode(&tmp, 0o700)?;
+                mkdir_mode(&tmp, 0o710)?;
                 let diff = tmp.join("diff");
                 mkdir_mode(&diff, 0o755)?;
                 let mut a = Applier::new(

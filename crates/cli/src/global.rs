@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use strata_overlay::Driver;
 
 /// Global options, accepted before or after the subcommand.
 #[derive(Debug, Args)]
@@ -14,4 +15,9 @@ pub struct GlobalArgs {
     /// More output on stderr (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Storage driver for unpacked layers: `overlay` (the default where overlayfs works) or
+    /// `vfs` (a full copy per layer, for filesystems or sandboxes without overlayfs).
+    #[arg(long, global = true, env = "STRATA_STORAGE_DRIVER", value_name = "DRIVER")]
+    pub storage_driver: Option<Driver>,
 }

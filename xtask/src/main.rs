@@ -5,6 +5,7 @@
 //! - `bench`: benchmarks, reported as ratios against yardsticks measured in the same run.
 //! - `demo`: the main job, a demo build of real images on the embedded default store.
 
+mod bench_overlay;
 mod shared;
 mod test;
 mod tidy;
@@ -23,11 +24,20 @@ struct Args {
 enum Command {
     /// Run every check CI runs: fmt, clippy, unit/doc tests, conformance, integration suites.
     Test(test::TestArgs),
+    /// Run a benchmark and report ratios against yardsticks measured in the same run.
+    Bench {
+        /// Which benchmark: `overlay`.
+        name: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command {
         Command::Test(t) => test::run(&t),
+        Command::Bench { name } => match name.as_str() {
+            "overlay" => bench_overlay::run(),
+            other => anyhow::bail!("unknown benchmark `{other}` (known: overlay)"),
+        },
     }
 }

@@ -18,6 +18,11 @@ pub struct GlobalArgs {
 
     /// Storage driver for unpacked layers: `overlay` (the default where overlayfs works) or
     /// `vfs` (a full copy per layer, for filesystems or sandboxes without overlayfs).
-    #[arg(long, global = true, env = "STRATA_STORAGE_DRIVER", value_name = "DRIVER")]
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_STORAGE_DRIVER",
+        value_name = "DRIVER"
+    )]
     pub storage_driver: Option<Driver>,
 }

@@ -89,17 +89,15 @@ fn kernel_resolves() -> bool {
         1 => true,
         2 => false,
         _ => {
-            let works = match rustix::fs::openat2(
+            // ENOSYS: old kernel; EPERM: filtered by seccomp (old container runtimes).
+            let works = rustix::fs::openat2(
                 rustix::fs::CWD,
                 "/",
                 OFlags::PATH | OFlags::CLOEXEC,
                 Mode::empty(),
                 ResolveFlags::empty(),
-            ) {
-                Ok(_) => true,
-                // ENOSYS: old kernel; EPERM: filtered by seccomp (old container runtimes).
-                Err(_) => false,
-            };
+            )
+            .is_ok();
             RESOLVER.store(if works { 1 } else { 2 }, Ordering::Relaxed);
             works
         }

@@ -143,8 +143,7 @@ pub(crate) fn remove_all_at(dir: &OwnedFd, name: &OsStr) -> rustix::io::Result<(
 
 fn list_names(fd: &OwnedFd) -> rustix::io::Result<Vec<OsString>> {
     let mut names = Vec::new();
-    let mut d = rustix::fs::Dir::read_from(fd)?;
-    while let Some(e) = d.next() {
+    for e in rustix::fs::Dir::read_from(fd)? {
         let e = e?;
         let n = e.file_name().to_bytes();
         if n != b"." && n != b".." {
@@ -423,7 +422,7 @@ impl Applier {
                 let (tp, tn) =
                     split_parent(&t).ok_or_else(|| Self::refuse(head, "hardlink to the root"))?;
                 let tfd = self
-                    .dir_fd(head, &tp.to_path_buf(), false)?
+                    .dir_fd(head, tp, false)?
                     .ok_or_else(|| Self::refuse(head, "hardlink target vanished"))?;
                 let st = rustix::fs::statat(&tfd, tn, AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(|e| self.io(head, "hardlink target", e))?;

@@ -11,7 +11,7 @@
 //! Variable expansion ([`shell`]) is a pure function of the text, the escape character
 //! and an environment; [`scope`] knows which variables an instruction may see, and
 //! [`Instruction::expand`] knows which fields of an instruction expand. Lints
-//! are data. The crate performs no I/O and never panics on any input.
+//! are data ([`lint`]). The crate performs no I/O and never panics on any input.
 
 mod convert;
 mod directives;
@@ -29,6 +29,7 @@ mod suggest;
 mod words;
 
 pub mod ast;
+pub mod lint;
 pub mod scope;
 pub mod shell;
 

@@ -13,7 +13,7 @@
 //!   declared ARGs; a stage built from an image starts from the image's `Env`.
 
 use crate::error::ParseError;
-use crate::instructions::{Instruction, InstructionKind};
+use crate::instructions::{ArgDef, Instruction, InstructionKind};
 use crate::shell::{expand_word, Env, Lookup};
 use crate::stages::Dockerfile;
 
@@ -104,6 +104,37 @@ impl StageScope {
         self.declared_args.iter().any(|a| a == name)
     }
 
+    /// Declare one ARG: its value is the `--build-arg` value, else its default expanded
+    /// in the current environment, else the global ARG's value. Returns the variables
+    /// the default referenced that were unset.
+    pub fn declare_arg(
+        &mut self,
+        def: &ArgDef,
+        build_args: &dyn Lookup,
+        globals: &dyn Lookup,
+        escape: char,
+    ) -> Result<Vec<String>, ParseError> {
+        let mut unset = Vec::new();
+        let value = match build_args.lookup(&def.name) {
+            Some(v) => Some(v.to_string()),
+            None => match &def.default {
+                Some(d) => {
+                    let e = expand_word(d, &self.env, escape)?;
+                    unset = e.unset;
+                    Some(e.value)
+                }
+                None => globals.lookup(&def.name).map(str::to_string),
+            },
+        };
+        if let Some(v) = value {
+            self.env.set(&def.name, &v);
+        }
+        if !self.is_declared_arg(&def.name) {
+            self.declared_args.push(def.name.clone());
+        }
+        Ok(unset)
+    }
+
     /// Apply one instruction's effect on the environment (ARG and ENV; others leave it
     /// unchanged). `globals` is the resolved global scope ([`global_scope`]).
     pub fn apply(
@@ -117,19 +148,7 @@ impl StageScope {
             InstructionKind::Arg(a) => {
                 // Each definition sees the ones before it in the same instruction.
                 for def in &a.args {
-                    let value = match build_args.lookup(&def.name) {
-                        Some(v) => Some(v.to_string()),
-                        None => match &def.default {
-                            Some(d) => Some(expand_word(d, &self.env, escape)?.value),
-                            None => globals.lookup(&def.name).map(str::to_string),
-                        },
-                    };
-                    if let Some(v) = value {
-                        self.env.set(&def.name, &v);
-                    }
-                    if !self.is_declared_arg(&def.name) {
-                        self.declared_args.push(def.name.clone());
-                    }
+                    self.declare_arg(def, build_args, globals, escape)?;
                 }
             }
             InstructionKind::Env(_) => {

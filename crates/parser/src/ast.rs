@@ -7,6 +7,7 @@
 //! Nothing is validated beyond what BuildKit's parser validates; [`Ast::dump`] prints the
 //! tree in the exact format of BuildKit's parser test `result` files.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use crate::directives::{DirectiveScanner, Directives};
@@ -117,12 +118,17 @@ impl Node {
         }
     }
 
+    /// Whether the keyword is `word` (ASCII, lower-case), ignoring case as BuildKit does.
+    pub(crate) fn is(&self, word: &str) -> bool {
+        keyword_is(&self.keyword, word)
+    }
+
     fn can_contain_heredoc(&self) -> bool {
-        let node = match (&self.child, self.keyword_lower().as_str()) {
-            (Some(child), "onbuild") => child.as_ref(),
+        let node = match &self.child {
+            Some(child) if self.is("onbuild") => child.as_ref(),
             _ => self,
         };
-        matches!(node.keyword_lower().as_str(), "add" | "copy" | "run") && !node.json
+        (node.is("add") || node.is("copy") || node.is("run")) && !node.json
     }
 }
 
@@ -140,6 +146,16 @@ impl Ast {
             out.push(')');
         }
         out
+    }
+}
+
+/// Case-insensitive keyword match without allocating (Unicode case folding only for the
+/// rare non-ASCII keyword).
+pub(crate) fn keyword_is(keyword: &str, word: &str) -> bool {
+    if keyword.is_ascii() {
+        keyword.eq_ignore_ascii_case(word)
+    } else {
+        keyword.to_lowercase() == word
     }
 }
 
@@ -175,8 +191,8 @@ pub fn parse(src: &str) -> Result<Ast, ParseError> {
             continue;
         }
         let (piece, mut at_end) = trim_continuation(trimmed, escape);
-        let mut line = String::with_capacity(trimmed.len());
-        line.push_str(piece);
+        // Most instructions are one physical line: borrow it instead of copying.
+        let mut line: Cow<'_, str> = Cow::Borrowed(piece);
         let mut end = (first.no, content, first.range.end);
         let mut empty_continuation = false;
         while !at_end {
@@ -191,7 +207,7 @@ pub fn parse(src: &str) -> Result<Ast, ParseError> {
                 continue;
             }
             let (piece, e) = trim_continuation(next.content, escape);
-            line.push_str(piece);
+            line.to_mut().push_str(piece);
             at_end = e;
         }
 
@@ -208,7 +224,7 @@ pub fn parse(src: &str) -> Result<Ast, ParseError> {
                     RawError {
                         keyword: node.keyword.clone(),
                         problem: message,
-                        found: line.clone(),
+                        found: line.to_string(),
                         expected: "a heredoc marker such as <<EOF".into(),
                     },
                     end.2,
@@ -372,7 +388,8 @@ fn parse_line(line: &str, escape: char, depth: usize) -> Result<Node, RawError> 
             "a JSON array of strings such as [\"executable\", \"arg\"]",
         )
     };
-    match lower(keyword).as_str() {
+    let kw = KeywordBuf::new(keyword);
+    match kw.as_str() {
         "add" | "copy" | "volume" => match parse_json_array(rest) {
             JsonArray::Strings(v) => {
                 node.args = v;
@@ -393,7 +410,12 @@ fn parse_line(line: &str, escape: char, depth: usize) -> Result<Node, RawError> 
                 }
             }
         }
-        "arg" => node.args = parse_words(rest, escape),
+        "arg" => {
+            node.args = parse_words(rest, escape)
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        }
         "env" | "label" => {
             let words = parse_words(rest, escape);
             if let Some(first) = words.first() {
@@ -407,11 +429,12 @@ fn parse_line(line: &str, escape: char, depth: usize) -> Result<Node, RawError> 
                     };
                     node.args = vec![k.to_string(), v.to_string(), String::new()];
                 } else {
+                    node.args.reserve(words.len() * 3);
                     for w in words {
                         let Some((k, v)) = w.split_once('=') else {
                             return Err(err(
                                 "syntax error - can't find = in word",
-                                &w,
+                                w,
                                 "every word to be of the form name=value",
                             ));
                         };
@@ -464,6 +487,32 @@ fn parse_line(line: &str, escape: char, depth: usize) -> Result<Node, RawError> 
     Ok(node)
 }
 
+/// A lower-cased keyword, on the stack when short (no allocation per instruction).
+pub(crate) enum KeywordBuf {
+    Inline([u8; 16], usize),
+    Heap(String),
+}
+
+impl KeywordBuf {
+    pub(crate) fn new(keyword: &str) -> KeywordBuf {
+        if keyword.is_ascii() && keyword.len() <= 16 {
+            let mut buf = [0u8; 16];
+            buf[..keyword.len()].copy_from_slice(keyword.as_bytes());
+            buf[..keyword.len()].make_ascii_lowercase();
+            KeywordBuf::Inline(buf, keyword.len())
+        } else {
+            KeywordBuf::Heap(lower(keyword))
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            KeywordBuf::Inline(b, n) => std::str::from_utf8(&b[..*n]).unwrap_or(""),
+            KeywordBuf::Heap(s) => s,
+        }
+    }
+}
+
 /// One physical line.
 struct Line<'a> {
     /// 1-based line number.
@@ -504,7 +553,11 @@ impl<'a> Lines<'a> {
                 len: without_nl.len(),
             });
         }
-        let mut content = raw.trim_end_matches(['\r', '\n']);
+        let mut end = raw.len();
+        while end > 0 && matches!(raw.as_bytes()[end - 1], b'\r' | b'\n') {
+            end -= 1;
+        }
+        let mut content = &raw[..end];
         if self.no == 1 {
             content = content.strip_prefix('\u{feff}').unwrap_or(content);
         }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::ast::{locate, Node};
+use crate::ast::{locate, KeywordBuf, Node};
 use crate::duration::parse_go_duration;
 use crate::error::ParseError;
 use crate::heredoc::{chomp_tabs, parse_heredoc_word, Heredoc};
@@ -10,20 +10,49 @@ use crate::instructions::*;
 use crate::mount::parse_mount;
 use crate::suggest::suggest;
 
-/// Convert one node. `src` is the whole file (to point errors at the offending text).
-pub(crate) fn convert(node: &Node, src: &str) -> Result<Instruction, ParseError> {
-    convert_with_heredocs(node, src, &node.heredocs)
+/// Convert one node, moving its text into the instruction. `src` is the whole file (to
+/// point errors at the offending text).
+pub(crate) fn convert(mut node: Node, src: &str) -> Result<Instruction, ParseError> {
+    let heredocs = std::mem::take(&mut node.heredocs);
+    convert_with_heredocs(node, src, heredocs)
 }
 
 fn convert_with_heredocs(
+    mut node: Node,
+    src: &str,
+    heredocs: Vec<Heredoc>,
+) -> Result<Instruction, ParseError> {
+    let args = std::mem::take(&mut node.args);
+    let child = node.child.take();
+    let kind = convert_kind(&node, src, args, child, heredocs)?;
+    Ok(Instruction {
+        kind,
+        keyword: node.keyword,
+        span: node.span,
+        original: node.original,
+        comments: node.comments,
+    })
+}
+
+fn convert_kind(
     node: &Node,
     src: &str,
-    heredocs: &[Heredoc],
-) -> Result<Instruction, ParseError> {
-    let cx = Cx { node, src };
-    let kind = match node.keyword_lower().as_str() {
+    args: Vec<String>,
+    child: Option<Box<Node>>,
+    heredocs: Vec<Heredoc>,
+) -> Result<InstructionKind, ParseError> {
+    let mut cx = Cx {
+        node,
+        src,
+        args,
+        child,
+        heredocs,
+    };
+    let key = KeywordBuf::new(&node.keyword);
+    let kw = key.as_str();
+    let kind = match kw {
         "from" => InstructionKind::From(cx.from()?),
-        "run" => InstructionKind::Run(cx.run(heredocs)?),
+        "run" => InstructionKind::Run(cx.run()?),
         "cmd" => {
             cx.flags(&[])?;
             InstructionKind::Cmd(CmdCommand {
@@ -38,7 +67,7 @@ fn convert_with_heredocs(
         }
         "shell" => {
             cx.flags(&[])?;
-            if node.args.is_empty() {
+            if cx.args.is_empty() {
                 return Err(cx.invalid(
                     "SHELL requires at least one argument",
                     &node.original,
@@ -53,7 +82,7 @@ fn convert_with_heredocs(
                 ));
             }
             InstructionKind::Shell(ShellCommand {
-                shell: node.args.clone(),
+                shell: std::mem::take(&mut cx.args),
             })
         }
         "label" => InstructionKind::Label(LabelCommand {
@@ -64,13 +93,13 @@ fn convert_with_heredocs(
         }),
         "expose" => InstructionKind::Expose(cx.expose()?),
         "arg" => InstructionKind::Arg(cx.arg()?),
-        "add" => InstructionKind::Add(cx.add(heredocs)?),
-        "copy" => InstructionKind::Copy(cx.copy(heredocs)?),
+        "add" => InstructionKind::Add(cx.add()?),
+        "copy" => InstructionKind::Copy(cx.copy()?),
         "volume" => {
             cx.flags(&[])?;
             cx.at_least_one("VOLUME <path>...")?;
             let mut paths = Vec::new();
-            for v in &node.args {
+            for v in &cx.args {
                 let v = v.trim();
                 if v.is_empty() {
                     return Err(cx.invalid(
@@ -129,13 +158,7 @@ fn convert_with_heredocs(
             })
         }
     };
-    Ok(Instruction {
-        kind,
-        keyword: node.keyword.clone(),
-        span: node.span,
-        original: node.original.clone(),
-        comments: node.comments.clone(),
-    })
+    Ok(kind)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -175,6 +198,10 @@ impl Flags {
 struct Cx<'a> {
     node: &'a Node,
     src: &'a str,
+    /// The node's arguments, taken out of it so the typed fields can own them.
+    args: Vec<String>,
+    child: Option<Box<Node>>,
+    heredocs: Vec<Heredoc>,
 }
 
 impl<'a> Cx<'a> {
@@ -259,7 +286,7 @@ impl<'a> Cx<'a> {
     }
 
     fn at_least_one(&self, usage: &str) -> Result<(), ParseError> {
-        if self.node.args.is_empty() {
+        if self.args.is_empty() {
             return Err(self.invalid(
                 &format!("{} requires at least one argument", self.name()),
                 &self.node.original,
@@ -269,8 +296,8 @@ impl<'a> Cx<'a> {
         Ok(())
     }
 
-    fn exactly_one(&self, usage: &str) -> Result<&'a str, ParseError> {
-        match self.node.args.as_slice() {
+    fn exactly_one(&self, usage: &str) -> Result<&str, ParseError> {
+        match self.args.as_slice() {
             [one] => Ok(one),
             _ => Err(self.invalid(
                 &format!("{} requires exactly one argument", self.name()),
@@ -280,16 +307,17 @@ impl<'a> Cx<'a> {
         }
     }
 
-    fn command_line(&self) -> CommandLine {
+    fn command_line(&mut self) -> CommandLine {
+        let mut args = std::mem::take(&mut self.args);
         if self.node.json {
-            CommandLine::Exec(self.node.args.clone())
+            CommandLine::Exec(args)
         } else {
-            CommandLine::Shell(self.node.args.first().cloned().unwrap_or_default())
+            CommandLine::Shell(args.pop().unwrap_or_default())
         }
     }
 
-    fn from(&self) -> Result<FromCommand, ParseError> {
-        let args = &self.node.args;
+    fn from(&mut self) -> Result<FromCommand, ParseError> {
+        let args = &self.args;
         let (alias, alias_as_written, as_keyword) = match args.as_slice() {
             [_] => (None, None, None),
             [_, kw, name] if kw.eq_ignore_ascii_case("as") => {
@@ -313,7 +341,7 @@ impl<'a> Cx<'a> {
         };
         let flags = self.flags(&[("platform", FlagKind::String)])?;
         Ok(FromCommand {
-            image: args[0].clone(),
+            image: std::mem::take(&mut self.args[0]),
             platform: flags.string("platform"),
             alias,
             alias_as_written,
@@ -321,7 +349,7 @@ impl<'a> Cx<'a> {
         })
     }
 
-    fn run(&self, heredocs: &[Heredoc]) -> Result<RunCommand, ParseError> {
+    fn run(&mut self) -> Result<RunCommand, ParseError> {
         let flags = self.flags(&[
             ("mount", FlagKind::Strings),
             ("network", FlagKind::String),
@@ -362,55 +390,56 @@ impl<'a> Cx<'a> {
         };
         Ok(RunCommand {
             command: self.command_line(),
-            heredocs: heredocs.to_vec(),
+            heredocs: std::mem::take(&mut self.heredocs),
             mounts,
             network,
             security,
         })
     }
 
-    fn key_values(&self) -> Result<Vec<KeyValue>, ParseError> {
+    fn key_values(&mut self) -> Result<Vec<KeyValue>, ParseError> {
         self.flags(&[])?;
-        let usage = format!("{} <key>=<value> ...", self.name());
-        self.at_least_one(&usage)?;
-        let mut out = Vec::new();
-        for triple in self.node.args.chunks(3) {
-            let [key, value, sep] = triple else {
-                return Err(self.invalid("too many arguments", &self.node.original, &usage));
-            };
+        let usage = if self.node.is("env") {
+            "ENV <key>=<value> ..."
+        } else {
+            "LABEL <key>=<value> ..."
+        };
+        self.at_least_one(usage)?;
+        if self.args.len() % 3 != 0 {
+            return Err(self.invalid("too many arguments", &self.node.original, usage));
+        }
+        let mut out = Vec::with_capacity(self.args.len() / 3);
+        let mut it = std::mem::take(&mut self.args).into_iter();
+        while let (Some(key), Some(value), Some(sep)) = (it.next(), it.next(), it.next()) {
             if key.is_empty() {
                 return Err(self.invalid(
                     &format!("{} names can not be blank", self.name()),
                     &format!("={value}"),
-                    &usage,
+                    usage,
                 ));
             }
             out.push(KeyValue {
-                key: key.clone(),
-                value: value.clone(),
+                key,
+                value,
                 legacy: sep.is_empty(),
             });
         }
         Ok(out)
     }
 
-    fn expose(&self) -> Result<ExposeCommand, ParseError> {
+    fn expose(&mut self) -> Result<ExposeCommand, ParseError> {
         self.at_least_one("EXPOSE <port>[/<protocol>] ...")?;
         self.flags(&[])?;
         let mut ports = Vec::new();
-        for raw in &self.node.args {
-            let spec =
-                if raw.contains('$') {
-                    None
-                } else {
-                    Some(PortSpec::parse(raw).map_err(|e| {
-                        self.invalid(&e, raw, "a port such as 80, 80/udp or 7000-7010")
-                    })?)
-                };
-            ports.push(ExposePort {
-                raw: raw.clone(),
-                spec,
-            });
+        for raw in std::mem::take(&mut self.args) {
+            let spec = if raw.contains('$') {
+                None
+            } else {
+                Some(PortSpec::parse(&raw).map_err(|e| {
+                    self.invalid(&e, &raw, "a port such as 80, 80/udp or 7000-7010")
+                })?)
+            };
+            ports.push(ExposePort { raw, spec });
         }
         Ok(ExposeCommand { ports })
     }
@@ -419,7 +448,7 @@ impl<'a> Cx<'a> {
         self.at_least_one("ARG <name>[=<default value>] ...")?;
         self.flags(&[])?;
         let mut args = Vec::new();
-        for word in &self.node.args {
+        for word in &self.args {
             let (name, default) = match word.split_once('=') {
                 Some((n, d)) => (n, Some(d.to_string())),
                 None => (word.as_str(), None),
@@ -441,31 +470,44 @@ impl<'a> Cx<'a> {
 
     /// Sources and destination of COPY/ADD; heredoc sources take their content from the
     /// bodies that followed the line.
-    fn sources_and_dest(&self, heredocs: &[Heredoc]) -> Result<(Vec<Source>, String), ParseError> {
-        let usage = format!("{} [flags] <src>... <dest>", self.name());
-        let args = &self.node.args;
-        let Some((dest, srcs)) = args.split_last().filter(|(_, s)| !s.is_empty()) else {
+    fn sources_and_dest(&mut self) -> Result<(Vec<Source>, String), ParseError> {
+        let usage = if self.node.is("add") {
+            "ADD [flags] <src>... <dest>"
+        } else {
+            "COPY [flags] <src>... <dest>"
+        };
+        if self.args.len() < 2 {
             return Err(self.invalid(
                 &format!(
                     "{} requires at least two arguments, but only one was provided; the destination could not be determined",
                     self.name()
                 ),
                 &self.node.original,
-                &usage,
-            ));
-        };
-        if let Ok(Some(_)) = parse_heredoc_word(dest) {
-            return Err(self.invalid(
-                &format!("{} cannot accept a heredoc as a destination", self.name()),
-                dest,
-                &usage,
+                usage,
             ));
         }
-        let mut sources = Vec::new();
-        for src in srcs {
-            match parse_heredoc_word(src) {
-                Ok(Some(marker)) => {
-                    let body = heredocs
+        let mut args = std::mem::take(&mut self.args);
+        let dest = args.pop().unwrap_or_default();
+        if dest.contains("<<") {
+            if let Ok(Some(_)) = parse_heredoc_word(&dest) {
+                return Err(self.invalid(
+                    &format!("{} cannot accept a heredoc as a destination", self.name()),
+                    &dest,
+                    usage,
+                ));
+            }
+        }
+        let mut sources = Vec::with_capacity(args.len());
+        for src in args {
+            let marker = if src.contains("<<") {
+                parse_heredoc_word(&src).ok().flatten()
+            } else {
+                None
+            };
+            match marker {
+                Some(marker) => {
+                    let body = self
+                        .heredocs
                         .iter()
                         .rev()
                         .find(|h| h.name == marker.name)
@@ -482,14 +524,14 @@ impl<'a> Cx<'a> {
                         expand: marker.expand,
                     }));
                 }
-                _ => sources.push(Source::Path(src.clone())),
+                None => sources.push(Source::Path(src)),
             }
         }
-        Ok((sources, dest.clone()))
+        Ok((sources, dest))
     }
 
-    fn copy(&self, heredocs: &[Heredoc]) -> Result<CopyCommand, ParseError> {
-        let (sources, dest) = self.sources_and_dest(heredocs)?;
+    fn copy(&mut self) -> Result<CopyCommand, ParseError> {
+        let (sources, dest) = self.sources_and_dest()?;
         let flags = self.flags(&[
             ("from", FlagKind::String),
             ("chown", FlagKind::String),
@@ -511,8 +553,8 @@ impl<'a> Cx<'a> {
         })
     }
 
-    fn add(&self, heredocs: &[Heredoc]) -> Result<AddCommand, ParseError> {
-        let (sources, dest) = self.sources_and_dest(heredocs)?;
+    fn add(&mut self) -> Result<AddCommand, ParseError> {
+        let (sources, dest) = self.sources_and_dest()?;
         let flags = self.flags(&[
             ("chown", FlagKind::String),
             ("chmod", FlagKind::String),
@@ -536,16 +578,16 @@ impl<'a> Cx<'a> {
         })
     }
 
-    fn healthcheck(&self) -> Result<HealthcheckCommand, ParseError> {
+    fn healthcheck(&mut self) -> Result<HealthcheckCommand, ParseError> {
         let usage = "HEALTHCHECK NONE or HEALTHCHECK [--interval=<d>] [--timeout=<d>] [--start-period=<d>] [--start-interval=<d>] [--retries=<n>] CMD <command>";
-        let Some(typ) = self.node.args.first() else {
+        let Some(typ) = self.args.first() else {
             return Err(self.invalid(
                 "HEALTHCHECK requires at least one argument",
                 &self.node.original,
                 usage,
             ));
         };
-        let rest = &self.node.args[1..];
+        let rest = &self.args[1..];
         match typ.to_uppercase().as_str() {
             // Upstream does not look at flags for NONE.
             "NONE" => {
@@ -630,8 +672,8 @@ impl<'a> Cx<'a> {
         }
     }
 
-    fn onbuild(&self) -> Result<OnbuildCommand, ParseError> {
-        let Some(child) = &self.node.child else {
+    fn onbuild(&mut self) -> Result<OnbuildCommand, ParseError> {
+        let Some(child) = self.child.take() else {
             return Err(self.invalid(
                 "ONBUILD requires at least one argument",
                 &self.node.original,
@@ -665,12 +707,13 @@ impl<'a> Cx<'a> {
             .unwrap_or("")
             .trim_start_matches(['\t', '\n', '\u{c}', '\r', ' '])
             .to_string();
-        for h in &self.node.heredocs {
+        for h in &self.heredocs {
             expression.push('\n');
             expression.push_str(&h.content);
             expression.push_str(&h.name);
         }
-        let trigger = convert_with_heredocs(child, self.src, &self.node.heredocs)
+        let heredocs = std::mem::take(&mut self.heredocs);
+        let trigger = convert_with_heredocs(*child, self.src, heredocs)
             .map(Box::new)
             .map_err(Box::new);
         Ok(OnbuildCommand {

@@ -53,3 +53,11 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
     let ast = ast::parse(src)?;
     stages::build(src, ast)
 }
+
+/// The raw parse of `src` in BuildKit's dump format (what `strata parse --dump` prints):
+/// [`ast::parse`] followed by [`ast::Ast::dump`]. Only the first level runs, as in
+/// BuildKit's own dumper, so files that are syntactically fine but not buildable (no
+/// FROM, unknown instructions) still dump.
+pub fn dump(src: &str) -> Result<String, ParseError> {
+    Ok(ast::parse(src)?.dump())
+}

@@ -19,8 +19,6 @@ pub struct Dockerfile {
     pub stages: Vec<Stage>,
     /// Parse warnings (empty continuation lines).
     pub warnings: Vec<Warning>,
-    /// The raw node tree the typed level was built from.
-    pub ast: Ast,
 }
 
 /// One build stage: a FROM line and the instructions up to the next FROM.
@@ -60,11 +58,6 @@ impl Stage {
 }
 
 impl Dockerfile {
-    /// The raw tree in BuildKit's dump format (see [`Ast::dump`]).
-    pub fn dump(&self) -> String {
-        self.ast.dump()
-    }
-
     /// The escape character in effect.
     pub fn escape(&self) -> char {
         self.directives.escape
@@ -123,7 +116,13 @@ pub(crate) fn build_with(
 ) -> Result<Dockerfile, ParseError> {
     let mut meta_args = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
-    for node in &ast.nodes {
+    let Ast {
+        nodes,
+        directives,
+        warnings,
+    } = ast;
+    for node in nodes {
+        let (range, span) = (node.source_range.clone(), node.span);
         let instr = convert(node, src)?;
         match instr.kind {
             InstructionKind::From(from) => {
@@ -134,13 +133,9 @@ pub(crate) fn build_with(
                                 .alias_as_written
                                 .clone()
                                 .unwrap_or_else(|| name.clone());
-                            let (line, column) = crate::ast::locate(
-                                src,
-                                node.source_range.start,
-                                node.source_range.end,
-                                &written,
-                            )
-                            .unwrap_or((node.span.start_line, node.span.start_col));
+                            let (line, column) =
+                                crate::ast::locate(src, range.start, range.end, &written)
+                                    .unwrap_or((span.start_line, span.start_col));
                             return Err(ParseError::Invalid {
                                 line,
                                 column,
@@ -186,11 +181,10 @@ pub(crate) fn build_with(
         return Err(ParseError::NoStages);
     }
     Ok(Dockerfile {
-        directives: ast.directives.clone(),
+        directives,
         meta_args,
         stages,
-        warnings: ast.warnings.clone(),
-        ast,
+        warnings,
     })
 }
 

@@ -110,7 +110,11 @@ pub(crate) fn split_ws_once(text: &str) -> Option<(&str, &str)> {
 
 /// BuildKit's `parseWords`: words separated by whitespace outside quotes; quote
 /// characters and escapes stay in the word (they are removed later by expansion).
-pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
+///
+/// Because nothing inside a word is rewritten (an escape at the very end of the text is
+/// the only character ever dropped, and it ends the last word), every word is a slice of
+/// `rest`.
+pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<&str> {
     #[derive(PartialEq)]
     enum Phase {
         Spaces,
@@ -121,26 +125,31 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
     let mut phase = Phase::Spaces;
     let mut quote = '\0';
     let mut blank_ok = false;
-    let mut word = String::new();
-    let mut chars = rest.chars().peekable();
+    // Byte range of the current word.
+    let mut start = 0usize;
+    let mut end = 0usize;
+    let mut chars = rest.char_indices().peekable();
     loop {
-        let Some(ch) = chars.next() else {
-            if phase != Phase::Spaces && (blank_ok || !word.is_empty()) {
-                words.push(std::mem::take(&mut word));
+        let Some((i, ch)) = chars.next() else {
+            if phase != Phase::Spaces && (blank_ok || end > start) {
+                words.push(&rest[start..end]);
             }
             break;
         };
+        let next_end = i + ch.len_utf8();
         if phase == Phase::Spaces {
             if ch.is_whitespace() {
                 continue;
             }
             phase = Phase::Word;
+            start = i;
+            end = i;
         }
         if phase == Phase::Word {
             if ch.is_whitespace() {
                 phase = Phase::Spaces;
-                if blank_ok || !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
+                if blank_ok || end > start {
+                    words.push(&rest[start..end]);
                 }
                 blank_ok = false;
                 continue;
@@ -154,14 +163,13 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
                 match chars.next() {
                     // An escape at the very end of the text is dropped.
                     None => continue,
-                    Some(n) => {
-                        word.push(ch);
-                        word.push(n);
+                    Some((j, n)) => {
+                        end = j + n.len_utf8();
                         continue;
                     }
                 }
             }
-            word.push(ch);
+            end = next_end;
             continue;
         }
         // In quotes.
@@ -174,14 +182,13 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
                     phase = Phase::Word;
                     continue;
                 }
-                Some(n) => {
-                    word.push(ch);
-                    word.push(n);
+                Some((j, n)) => {
+                    end = j + n.len_utf8();
                     continue;
                 }
             }
         }
-        word.push(ch);
+        end = next_end;
     }
     words
 }

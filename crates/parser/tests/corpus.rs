@@ -165,7 +165,6 @@ fn exercise(text: &str) {
     let _ = strata_parser::ast::parse(text).map(|a| a.dump());
     let _ = strata_parser::lint::lint_source(text);
     if let Ok(df) = strata_parser::parse(text) {
-        let _ = df.dump();
         let env = strata_parser::shell::Env::new();
         let globals = strata_parser::scope::global_scope(&df, &env, &env).unwrap_or_default();
         for stage in &df.stages {

@@ -566,7 +566,7 @@ impl Cx<'_> {
             }
         }
 
-        let mut finals: Vec<(StageScope, bool)> = Vec::new();
+        let mut finals: Vec<(StageScope, bool, bool)> = Vec::new();
         for stage in &self.df.stages {
             let f = &stage.from;
             // FROM sees only the global scope.
@@ -637,16 +637,18 @@ impl Cx<'_> {
                 .map(|e| e.value)
                 .unwrap_or_default();
             let parent = self.df.stage_before(&base, stage.index);
-            let from_image = parent.is_none() && !base.eq_ignore_ascii_case("scratch");
-            let (mut scope, mut workdir_set) = match parent.and_then(|p| finals.get(p)) {
-                Some((s, w)) => (s.clone(), *w),
+            // Whether the chain of stages ends in an image (whose env is unknown here).
+            let (mut scope, mut workdir_set, from_image) = match parent.and_then(|p| finals.get(p))
+            {
+                Some((s, w, img)) => (s.clone(), *w, *img),
                 None => {
                     let mut env = Env::new();
                     env.set(
                         "PATH",
                         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     );
-                    (StageScope::from_image(env), false)
+                    let image = !base.eq_ignore_ascii_case("scratch");
+                    (StageScope::from_image(env), false, image)
                 }
             };
             for i in &stage.instructions {
@@ -698,7 +700,7 @@ impl Cx<'_> {
                     );
                 }
             }
-            finals.push((scope, workdir_set));
+            finals.push((scope, workdir_set, from_image));
         }
     }
 }

@@ -5,6 +5,7 @@
 //! - `bench`: benchmarks, reported as ratios against yardsticks measured in the same run.
 //! - `demo`: the main job, a demo build of real images on the embedded default store.
 
+mod bench_parser;
 mod shared;
 mod test;
 mod tidy;
@@ -23,11 +24,25 @@ struct Args {
 enum Command {
     /// Run every check CI runs: fmt, clippy, unit/doc tests, conformance, integration suites.
     Test(test::TestArgs),
+    /// Run a benchmark.
+    Bench {
+        #[command(subcommand)]
+        which: Bench,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Parse the real-world Dockerfile corpus repeatedly on one core and report MB/s.
+    Parser(bench_parser::ParserBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command {
         Command::Test(t) => test::run(&t),
+        Command::Bench {
+            which: Bench::Parser(b),
+        } => bench_parser::run(&b),
     }
 }

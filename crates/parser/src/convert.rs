@@ -211,13 +211,15 @@ impl<'a> Cx<'a> {
 
     /// An error pointing at `found` in the instruction's source text.
     fn invalid(&self, problem: &str, found: &str, expected: &str) -> ParseError {
-        let (line, column) = locate(
-            self.src,
-            self.node.source_range.start,
-            self.node.source_range.end,
-            found,
-        )
-        .unwrap_or((self.node.span.start_line, self.node.span.start_col));
+        self.invalid_from(0, problem, found, expected)
+    }
+
+    /// Like [`Cx::invalid`], searching for `found` only from `skip` bytes into the
+    /// instruction (past its keyword, say).
+    fn invalid_from(&self, skip: usize, problem: &str, found: &str, expected: &str) -> ParseError {
+        let start = (self.node.source_range.start + skip).min(self.node.source_range.end);
+        let (line, column) = locate(self.src, start, self.node.source_range.end, found)
+            .unwrap_or((self.node.span.start_line, self.node.span.start_col));
         ParseError::Invalid {
             line,
             column,
@@ -436,7 +438,11 @@ impl<'a> Cx<'a> {
                 None
             } else {
                 Some(PortSpec::parse(&raw).map_err(|e| {
-                    self.invalid(&e, &raw, "a port such as 80, 80/udp or 7000-7010")
+                    self.invalid(
+                        &format!("invalid port: {e}"),
+                        &raw,
+                        "a port such as 80, 80/udp or 7000-7010",
+                    )
                 })?)
             };
             ports.push(ExposePort { raw, spec });
@@ -682,16 +688,25 @@ impl<'a> Cx<'a> {
         };
         self.flags(&[])?;
         let trigger = child.keyword.trim().to_uppercase();
+        // The trigger keyword sits after this node's own keyword.
+        let skip = self
+            .src
+            .get(self.node.source_range.clone())
+            .and_then(|t| t.find(&self.node.keyword))
+            .map(|i| i + self.node.keyword.len())
+            .unwrap_or(0);
         match trigger.as_str() {
             "ONBUILD" => {
-                return Err(self.invalid(
+                return Err(self.invalid_from(
+                    skip,
                     "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
                     &child.keyword,
                     "ONBUILD <instruction other than ONBUILD, FROM or MAINTAINER>",
                 ))
             }
             "MAINTAINER" | "FROM" => {
-                return Err(self.invalid(
+                return Err(self.invalid_from(
+                    skip,
                     &format!("{trigger} isn't allowed as an ONBUILD trigger"),
                     &child.keyword,
                     "ONBUILD <instruction other than ONBUILD, FROM or MAINTAINER>",

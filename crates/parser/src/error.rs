@@ -91,8 +91,12 @@ pub enum ParseError {
     NoStages,
 
     /// Variable expansion failed (bad substitution, `${VAR:?message}`, unterminated quote).
-    #[error("failed to expand `{text}`: {message}")]
+    #[error("{}failed to expand `{text}`: {message}", position(*.line, *.column))]
     Expansion {
+        /// The line of the instruction being expanded, when known.
+        line: Option<usize>,
+        /// Its column, when known.
+        column: Option<usize>,
         /// The text that was being expanded.
         text: String,
         /// What went wrong.
@@ -118,6 +122,7 @@ impl ParseError {
             | ParseError::UnknownInstruction { line, .. }
             | ParseError::UnterminatedHeredoc { line, .. }
             | ParseError::Invalid { line, .. } => Some(*line),
+            ParseError::Expansion { line, .. } => *line,
             _ => None,
         }
     }
@@ -130,8 +135,17 @@ impl ParseError {
             | ParseError::UnterminatedHeredoc { column, .. }
             | ParseError::Invalid { column, .. } => Some(*column),
             ParseError::LineTooLong { .. } => Some(1),
+            ParseError::Expansion { column, .. } => *column,
             _ => None,
         }
+    }
+}
+
+fn position(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!("line {l}, column {c}: "),
+        (Some(l), None) => format!("line {l}: "),
+        _ => String::new(),
     }
 }
 

@@ -160,6 +160,27 @@ impl Instruction {
         env: &dyn Lookup,
         escape: char,
     ) -> Result<Expanded<Instruction>, ParseError> {
+        self.expand_inner(env, escape).map_err(|e| match e {
+            ParseError::Expansion {
+                line: None,
+                text,
+                message,
+                ..
+            } => ParseError::Expansion {
+                line: Some(self.span.start_line),
+                column: Some(self.span.start_col),
+                text,
+                message,
+            },
+            other => other,
+        })
+    }
+
+    fn expand_inner(
+        &self,
+        env: &dyn Lookup,
+        escape: char,
+    ) -> Result<Expanded<Instruction>, ParseError> {
         let mut x = Expander::new(env, escape);
         let kind = match &self.kind {
             InstructionKind::From(f) => InstructionKind::From(FromCommand {
@@ -192,7 +213,13 @@ impl Instruction {
                 for p in &e.ports {
                     for w in x.words(&p.raw)? {
                         let spec = PortSpec::parse(&w).map_err(|msg| {
-                            invalid(self, msg, &w, "a port such as 80, 80/udp or 7000-7010")
+                            let found = format!("{} (expanded: {w})", p.raw);
+                            invalid(
+                                self,
+                                format!("invalid port: {msg}"),
+                                &found,
+                                "a port such as 80, 80/udp or 7000-7010",
+                            )
                         })?;
                         ports.push(ExposePort {
                             raw: w,
@@ -259,7 +286,7 @@ impl Instruction {
                     invalid(
                         self,
                         "invalid signal".into(),
-                        &signal,
+                        &format!("{} (expanded: {signal:?})", s.signal),
                         "a signal name such as SIGTERM or a number",
                     )
                 })?;

@@ -291,11 +291,7 @@ impl PortSpec {
             "tcp" => Protocol::Tcp,
             "udp" => Protocol::Udp,
             "sctp" => Protocol::Sctp,
-            _ => {
-                return Err(format!(
-                    "invalid protocol `{proto}`, expected tcp, udp or sctp"
-                ))
-            }
+            _ => return Err(format!("unknown protocol `{proto}`")),
         };
         let container = ports.rsplit(':').next().unwrap_or(ports);
         let (start, end) = match container.split_once('-') {
@@ -304,18 +300,14 @@ impl PortSpec {
         };
         let parse = |s: &str| -> Result<u16, String> {
             if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!(
-                    "invalid port `{s}`, expected a number from 0 to 65535"
-                ));
+                return Err(format!("`{s}` is not a port number"));
             }
             s.parse::<u16>()
-                .map_err(|_| format!("invalid port `{s}`, expected a number from 0 to 65535"))
+                .map_err(|_| format!("`{s}` is not a port number"))
         };
         let (start, end) = (parse(start)?, parse(end)?);
         if end < start {
-            return Err(format!(
-                "invalid range `{container}`, the end is below the start"
-            ));
+            return Err(format!("the range `{container}` ends below its start"));
         }
         Ok(PortSpec {
             start,

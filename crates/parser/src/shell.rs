@@ -239,6 +239,8 @@ impl Lexer {
                 if split { Some(&mut words) } else { None },
             )
             .map_err(|message| ParseError::Expansion {
+                line: None,
+                column: None,
                 text: text.to_string(),
                 message,
             })?;

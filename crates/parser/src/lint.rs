@@ -123,9 +123,22 @@ pub fn lint_source(src: &str) -> Result<Vec<Lint>, ParseError> {
 /// Lint a parsed Dockerfile. Findings come sorted by position; the check directive and
 /// `strata:ignore` comments are applied.
 pub fn lint(df: &Dockerfile) -> Vec<Lint> {
+    let globals = global_scope(df, &NoEnv, &platform_defaults()).unwrap_or_default();
+    let parents = df
+        .stages
+        .iter()
+        .map(|s| {
+            let base = expand_word(&s.from.image, &globals, df.escape())
+                .map(|e| e.value)
+                .unwrap_or_else(|_| s.from.image.clone());
+            df.stage_before(&base, s.index)
+        })
+        .collect();
     let mut cx = Cx {
         df,
         out: Vec::new(),
+        globals,
+        parents,
     };
     cx.run();
     let check = &df.directives.check;
@@ -203,6 +216,10 @@ fn ignore_map(df: &Dockerfile) -> HashMap<usize, Ignore> {
 struct Cx<'a> {
     df: &'a Dockerfile,
     out: Vec<Lint>,
+    /// The global scope with defaults only and a linux/amd64 platform.
+    globals: Env,
+    /// Each stage's base stage, if it is built on an earlier stage.
+    parents: Vec<Option<usize>>,
 }
 
 impl Cx<'_> {
@@ -467,28 +484,19 @@ impl Cx<'_> {
 
     /// The stage and the earlier stages it is built on, nearest first.
     fn chain(&self, index: usize) -> Vec<&Stage> {
-        let mut out = Vec::new();
+        let mut out: Vec<&Stage> = Vec::new();
         let mut cur = Some(index);
-        let globals = self.default_globals();
         while let Some(i) = cur {
             let Some(stage) = self.df.stages.get(i) else {
                 break;
             };
-            if out.iter().any(|s: &&Stage| s.index == i) {
+            if out.iter().any(|s| s.index == i) {
                 break;
             }
             out.push(stage);
-            let base = expand_word(&stage.from.image, &globals, self.df.escape())
-                .map(|e| e.value)
-                .unwrap_or_else(|_| stage.from.image.clone());
-            cur = self.df.stage_before(&base, i);
+            cur = self.parents.get(i).copied().flatten();
         }
         out
-    }
-
-    /// The global scope with defaults only and a linux/amd64 platform.
-    fn default_globals(&self) -> Env {
-        global_scope(self.df, &NoEnv, &platform_defaults()).unwrap_or_default()
     }
 
     fn layers(&mut self) {
@@ -526,7 +534,7 @@ impl Cx<'_> {
     fn scopes(&mut self) {
         let escape = self.df.escape();
         let builtins = platform_defaults();
-        let globals = self.default_globals();
+        let globals = self.globals.clone();
         let declared_meta: Vec<String> = self.df.meta_arg_defs().map(|d| d.name.clone()).collect();
         let mut arg_keys: Vec<String> = declared_meta.clone();
         arg_keys.extend(PLATFORM_ARGS.iter().map(|s| s.to_string()));
@@ -742,14 +750,8 @@ fn is_absolute(path: &str) -> bool {
 /// `version` token is also there.
 fn is_secret_key(key: &str) -> bool {
     let lower = key.to_lowercase();
-    let has = |tokens: &[&str]| {
-        tokens.iter().any(|t| {
-            lower == *t
-                || lower.starts_with(&format!("{t}_"))
-                || lower.ends_with(&format!("_{t}"))
-                || lower.contains(&format!("_{t}_"))
-        })
-    };
+    // BuildKit's `(?:_|^)token(?:_|$)`: the token is one whole `_`-separated part.
+    let has = |tokens: &[&str]| lower.split('_').any(|part| tokens.contains(&part));
     has(&[
         "apikey",
         "auth",
@@ -858,7 +860,11 @@ fn update_without_install(run: &RunCommand) -> Option<String> {
             "apt-get", "apt", "aptitude", "apk", "yum", "dnf", "microdnf", "tdnf", "zypper",
         ]
         .into_iter()
-        .find(|t| path_tail == *t || path_tail.ends_with(&format!("-{t}")))
+        .find(|t| {
+            path_tail
+                .strip_suffix(t)
+                .is_some_and(|p| p.is_empty() || p.ends_with('-'))
+        })
         .unwrap_or(path_tail);
         let (updates, installs): (&[&str], &[&str]) = match tool {
             "apt-get" | "apt" | "aptitude" => (

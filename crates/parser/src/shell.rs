@@ -46,6 +46,22 @@ impl<const N: usize> Lookup for [(&str, &str); N] {
     }
 }
 
+impl Lookup for [String] {
+    /// `KEY=value` strings, as an image config's `Env` lists them; the last one wins.
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.iter().rev().find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+            (k == name).then_some(v)
+        })
+    }
+}
+
+impl Lookup for Vec<String> {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.as_slice().lookup(name)
+    }
+}
+
 impl Lookup for HashMap<String, String> {
     fn lookup(&self, name: &str) -> Option<&str> {
         self.get(name).map(String::as_str)
@@ -225,6 +241,7 @@ impl Lexer {
         let mut sw = ShellWord {
             src: text,
             pos: 0,
+            depth: 0,
             env,
             lex: self,
             raw_escapes: self.raw_escapes,
@@ -293,9 +310,14 @@ impl Words {
     }
 }
 
+/// `${a:-${b:-...}}` nests; deeper than this is refused rather than recursed (BuildKit's
+/// goroutine stacks grow, ours do not).
+const MAX_NESTING: usize = 64;
+
 struct ShellWord<'a> {
     src: &'a str,
     pos: usize,
+    depth: usize,
     env: &'a dyn Lookup,
     lex: &'a Lexer,
     raw_escapes: bool,
@@ -508,6 +530,16 @@ impl ShellWord<'_> {
     }
 
     fn process_dollar(&mut self) -> Res<String> {
+        if self.depth >= MAX_NESTING {
+            return Err(format!("substitutions nested more than {MAX_NESTING} deep"));
+        }
+        self.depth += 1;
+        let r = self.process_dollar_inner();
+        self.depth -= 1;
+        r
+    }
+
+    fn process_dollar_inner(&mut self) -> Res<String> {
         self.next(); // the '$'
         if self.peek() != Some('{') {
             let name = self.process_name();
@@ -598,11 +630,11 @@ impl ShellWord<'_> {
                         let toks = compile_pattern(pattern).map_err(|e| {
                             format!("invalid pattern ({pattern}) in substitution: {e}")
                         })?;
-                        Ok(if m == '#' {
+                        if m == '#' {
                             trim_prefix(&toks, &value, greedy)
                         } else {
                             trim_suffix(&toks, &value, greedy)
-                        })
+                        }
                     }
                     _ => Err(format!("unsupported modifier ({chs}) in substitution")),
                 }
@@ -637,7 +669,7 @@ impl ShellWord<'_> {
                 let value = value.unwrap_or_default();
                 let toks = compile_pattern(&pattern)
                     .map_err(|e| format!("invalid pattern ({pattern}) in substitution: {e}"))?;
-                Ok(substitute(&toks, &value, &replacement, replace_all))
+                substitute(&toks, &value, &replacement, replace_all)
             }
             None => Err("syntax error: missing '}'".into()),
             Some(_) => Err(format!("unsupported modifier ({chs}) in substitution")),
@@ -710,114 +742,131 @@ fn compile_pattern(pattern: &str) -> Result<Vec<Tok>, String> {
     Ok(out)
 }
 
-/// Match `toks` anchored at `start`, choosing among alternatives in the order a
-/// backtracking regex engine would (lazy `*` tries the shortest run first, greedy the
-/// longest), and return where the first successful match ends.
-///
-/// Like Go's `.`, neither `?` nor `*` matches a newline. The search is iterative with a
-/// memo of failed `*` positions, so it neither recurses nor explodes on many stars.
-fn match_at(
-    toks: &[Tok],
-    v: &[char],
-    start: usize,
-    greedy: bool,
-    failed: &mut Vec<bool>,
-) -> Option<usize> {
-    let n = v.len();
-    let width = n + 1;
-    // A frame: the star token index, the value index where it starts, how many choices
-    // were tried, and the longest run it may take.
-    let mut stack: Vec<(usize, usize, usize, usize)> = Vec::new();
-    let (mut ti, mut vi) = (0usize, start);
-    loop {
-        // Run the deterministic part until a star, the end, or a mismatch.
-        let mut pushed_or_failed = false;
-        while !pushed_or_failed {
-            if ti == toks.len() {
-                return Some(vi);
-            }
-            match toks[ti] {
-                Tok::Lit(c) if vi < n && v[vi] == c => {
-                    ti += 1;
-                    vi += 1;
-                }
-                Tok::Any if vi < n && v[vi] != '\n' => {
-                    ti += 1;
-                    vi += 1;
-                }
-                Tok::Star => {
-                    let key = ti * width + vi;
-                    if failed.get(key).copied().unwrap_or(false) {
-                        pushed_or_failed = true;
-                    } else {
-                        let max = v[vi..].iter().take_while(|c| **c != '\n').count();
-                        stack.push((ti, vi, 0, max));
-                        pushed_or_failed = true;
-                    }
-                }
-                _ => pushed_or_failed = true,
-            }
+/// The pattern matcher gives up after this many steps (a pathological pattern against a
+/// long value); the expansion then fails instead of hanging.
+const MATCH_BUDGET: usize = 5_000_000;
+
+/// The memo and step budget shared by the searches of one expansion.
+struct Matcher {
+    /// `(star token, value index)` states known to fail.
+    failed: std::collections::HashSet<(usize, usize)>,
+    steps: usize,
+}
+
+impl Matcher {
+    fn new() -> Self {
+        Matcher {
+            failed: std::collections::HashSet::new(),
+            steps: 0,
         }
-        // Take the next alternative of the innermost star.
+    }
+
+    /// Match `toks` anchored at `start`, choosing among alternatives in the order a
+    /// backtracking regex engine would (lazy `*` tries the shortest run first, greedy the
+    /// longest), and return where the first successful match ends.
+    ///
+    /// Like Go's `.`, neither `?` nor `*` matches a newline. The search is iterative with
+    /// a memo of failed `*` positions, so it neither recurses nor explodes on many stars.
+    fn match_at(
+        &mut self,
+        toks: &[Tok],
+        v: &[char],
+        start: usize,
+        greedy: bool,
+    ) -> Result<Option<usize>, String> {
+        let n = v.len();
+        // A frame: the star token index, the value index where it starts, how many
+        // choices were tried, and the longest run it may take.
+        let mut stack: Vec<(usize, usize, usize, usize)> = Vec::new();
+        let (mut ti, mut vi) = (0usize, start);
         loop {
-            let top = stack.last_mut()?;
-            let (sti, svi, tried, max) = *top;
-            if tried > max {
-                let key = sti * width + svi;
-                if key >= failed.len() {
-                    failed.resize(key + 1, false);
+            // Run the deterministic part until a star, the end, or a mismatch.
+            loop {
+                self.steps += 1;
+                if self.steps > MATCH_BUDGET {
+                    return Err("pattern too complex to match".into());
                 }
-                failed[key] = true;
-                stack.pop();
-                continue;
+                if ti == toks.len() {
+                    return Ok(Some(vi));
+                }
+                match toks[ti] {
+                    Tok::Lit(c) if vi < n && v[vi] == c => {
+                        ti += 1;
+                        vi += 1;
+                    }
+                    Tok::Any if vi < n && v[vi] != '\n' => {
+                        ti += 1;
+                        vi += 1;
+                    }
+                    Tok::Star => {
+                        if !self.failed.contains(&(ti, vi)) {
+                            let max = v[vi..].iter().take_while(|c| **c != '\n').count();
+                            stack.push((ti, vi, 0, max));
+                        }
+                        break;
+                    }
+                    _ => break,
+                }
             }
-            top.2 += 1;
-            let k = if greedy { max - tried } else { tried };
-            ti = sti + 1;
-            vi = svi + k;
-            break;
+            // Take the next alternative of the innermost star.
+            loop {
+                let Some(top) = stack.last_mut() else {
+                    return Ok(None);
+                };
+                let (sti, svi, tried, max) = *top;
+                if tried > max {
+                    self.failed.insert((sti, svi));
+                    stack.pop();
+                    continue;
+                }
+                top.2 += 1;
+                let k = if greedy { max - tried } else { tried };
+                ti = sti + 1;
+                vi = svi + k;
+                break;
+            }
         }
     }
 }
 
-fn trim_prefix(toks: &[Tok], value: &str, greedy: bool) -> String {
+fn trim_prefix(toks: &[Tok], value: &str, greedy: bool) -> Result<String, String> {
     let v: Vec<char> = value.chars().collect();
-    let mut failed = Vec::new();
-    match match_at(toks, &v, 0, greedy, &mut failed) {
+    Ok(match Matcher::new().match_at(toks, &v, 0, greedy)? {
         Some(end) => v[end..].iter().collect(),
         None => value.to_string(),
-    }
+    })
 }
 
 /// Suffix removal = prefix removal on the reversed pattern and value.
-fn trim_suffix(toks: &[Tok], value: &str, greedy: bool) -> String {
+fn trim_suffix(toks: &[Tok], value: &str, greedy: bool) -> Result<String, String> {
     let rt: Vec<Tok> = toks.iter().rev().copied().collect();
     let rv: Vec<char> = value.chars().rev().collect();
-    let mut failed = Vec::new();
-    match match_at(&rt, &rv, 0, greedy, &mut failed) {
+    Ok(match Matcher::new().match_at(&rt, &rv, 0, greedy)? {
         Some(end) => rv[end..].iter().rev().collect(),
         None => value.to_string(),
-    }
+    })
 }
 
 /// `${VAR/pattern/replacement}` and `${VAR//pattern/replacement}`: leftmost matches with
 /// greedy stars, replaced left to right like Go's `ReplaceAllString` (an empty match
 /// right after a previous match is skipped).
-fn substitute(toks: &[Tok], value: &str, replacement: &str, all: bool) -> String {
+fn substitute(toks: &[Tok], value: &str, replacement: &str, all: bool) -> Result<String, String> {
     let v: Vec<char> = value.chars().collect();
     let n = v.len();
-    let mut failed = Vec::new();
-    let find_from = |pos: usize, failed: &mut Vec<bool>| -> Option<(usize, usize)> {
-        (pos..=n).find_map(|s| match_at(toks, &v, s, true, failed).map(|e| (s, e)))
-    };
+    let mut m = Matcher::new();
     let mut out = String::with_capacity(value.len());
     let mut last = 0usize;
     let mut pos = 0usize;
     let mut prev_end: Option<usize> = None;
-    while pos <= n {
-        let Some((a, b)) = find_from(pos, &mut failed) else {
-            break;
-        };
+    'search: while pos <= n {
+        let mut found = None;
+        for s in pos..=n {
+            if let Some(e) = m.match_at(toks, &v, s, true)? {
+                found = Some((s, e));
+                break;
+            }
+        }
+        let Some((a, b)) = found else { break 'search };
         let mut accept = true;
         if b == pos {
             if Some(a) == prev_end {
@@ -838,7 +887,7 @@ fn substitute(toks: &[Tok], value: &str, replacement: &str, all: bool) -> String
         }
     }
     out.extend(&v[last.min(n)..]);
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -956,6 +1005,25 @@ mod tests {
         assert_eq!(r.value, "1  1");
         assert_eq!(r.referenced, vec!["A", "C", "B"]);
         assert_eq!(r.unset, vec!["C", "B"]);
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!("{}x{}", "${a:-".repeat(50_000), "}".repeat(50_000));
+        assert!(expand_word(&deep, &NoEnv, '\\').is_err());
+        let ok = format!("{}x{}", "${a:-".repeat(60), "}".repeat(60));
+        assert_eq!(expand_word(&ok, &NoEnv, '\\').unwrap().value, "x");
+        let line = format!("RUN <<EOF {}", "${a:-".repeat(10_000));
+        assert!(crate::ast::parse(&format!("FROM x\n{line}\n")).is_ok());
+    }
+
+    #[test]
+    fn pathological_patterns_fail_instead_of_hanging() {
+        let value = "a".repeat(1000);
+        let pattern = "*a".repeat(300) + "b";
+        let env = [("V", value.as_str())];
+        let text = format!("${{V#{pattern}}}");
+        assert!(expand_word(&text, &env, '\\').is_err());
     }
 
     #[test]

@@ -604,6 +604,15 @@ mod tests {
         assert_eq!(dump("ENV\nONBUILD\nCMD []"), "(env)\n(onbuild)\n(cmd)");
         assert_eq!(dump("\u{feff}FROM x"), "(from \"x\")");
         assert_eq!(dump("FROM x\r\nRUN y\r\n"), "(from \"x\")\n(run \"y\")");
+        // Upstream's inline expectations: legacy LABEL gives the `key value ""` triple,
+        // legacy ENV without a value fails, a bare ENV has no arguments.
+        assert_eq!(dump("LABEL foo bar"), "(label \"foo\" \"bar\" \"\")");
+        assert!(parse("ENV foo").is_err());
+        assert_eq!(dump("ENV"), "(env)");
+        assert_eq!(
+            dump("ONBUILD --x COPY --from=a b c"),
+            "(onbuild [\"--x\"] (copy [\"--from=a\"] \"b\" \"c\"))"
+        );
         assert!(matches!(parse(""), Err(ParseError::NoInstructions)));
         assert!(matches!(parse("# c\n\n"), Err(ParseError::NoInstructions)));
     }

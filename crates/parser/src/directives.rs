@@ -59,7 +59,7 @@ impl CheckDirective {
     }
 
     /// Parse a `check` value such as `skip=JSONArgsRecommended,StageNameCasing;error=true`.
-    pub fn parse(value: &str) -> Result<CheckDirective, String> {
+    pub(crate) fn parse(value: &str) -> Result<CheckDirective, String> {
         let value = value.trim();
         let mut out = CheckDirective::default();
         if value.is_empty() {

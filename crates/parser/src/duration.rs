@@ -3,7 +3,7 @@
 /// Parse a Go duration string (`1h30m`, `5s`, `1.5ms`, `300us`, `0`) into nanoseconds.
 /// Units: `ns`, `us` (`µs`, `μs`), `ms`, `s`, `m`, `h`; a sign is allowed. Errors on
 /// syntax and on overflow of a signed 64-bit nanosecond count, as Go does.
-pub fn parse_go_duration(text: &str) -> Result<i64, String> {
+pub(crate) fn parse_go_duration(text: &str) -> Result<i64, String> {
     let invalid = || format!("invalid duration \"{text}\"");
     let mut s = text;
     let mut neg = false;

@@ -282,7 +282,7 @@ pub struct PortSpec {
 impl PortSpec {
     /// Parse `80`, `80/tcp`, `7000-7010/udp` (and, as Docker's port parser allows,
     /// `[ip:]hostPort:containerPort[/proto]`, of which only the container side counts).
-    pub fn parse(text: &str) -> Result<PortSpec, String> {
+    pub(crate) fn parse(text: &str) -> Result<PortSpec, String> {
         let (ports, proto) = match text.rsplit_once('/') {
             Some((p, proto)) => (p, proto),
             None => (text, "tcp"),

@@ -6,6 +6,7 @@
 //! - `demo`: the main job, a demo build of real images on the embedded default store.
 
 mod bench_overlay;
+mod bench_parser;
 mod shared;
 mod test;
 mod tidy;
@@ -24,20 +25,30 @@ struct Args {
 enum Command {
     /// Run every check CI runs: fmt, clippy, unit/doc tests, conformance, integration suites.
     Test(test::TestArgs),
-    /// Run a benchmark and report ratios against yardsticks measured in the same run.
+    /// Run a benchmark.
     Bench {
-        /// Which benchmark: `overlay`.
-        name: String,
+        #[command(subcommand)]
+        which: Bench,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Parse the real-world Dockerfile corpus repeatedly on one core and report MB/s.
+    Parser(bench_parser::ParserBenchArgs),
+    /// Diff+commit against image size, unpack against `tar -x`, mount+unmount by depth.
+    Overlay,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command {
         Command::Test(t) => test::run(&t),
-        Command::Bench { name } => match name.as_str() {
-            "overlay" => bench_overlay::run(),
-            other => anyhow::bail!("unknown benchmark `{other}` (known: overlay)"),
-        },
+        Command::Bench {
+            which: Bench::Parser(b),
+        } => bench_parser::run(&b),
+        Command::Bench {
+            which: Bench::Overlay,
+        } => bench_overlay::run(),
     }
 }

@@ -113,6 +113,39 @@ fn can_run_privileged() -> Result<(), String> {
     Ok(())
 }
 
+/// The parser's conformance target against BuildKit's test data in `dir`; prints the
+/// pass count of every suite.
+fn parser_conformance(dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "-p",
+        "strata-parser",
+        "--test",
+        "conformance",
+        "--",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("STRATA_SHARED", dir)
+    .current_dir(workspace_root());
+    eprintln!("==> parser conformance: {cmd:?}");
+    let out = cmd
+        .output()
+        .context("could not run the parser conformance tests")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in stdout.lines() {
+        if let Some(at) = line.find("conformance: ") {
+            eprintln!("==> {}", &line[at..]);
+        }
+    }
+    if !out.status.success() {
+        eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        bail!("parser conformance failed ({})", out.status);
+    }
+    Ok(())
+}
+
 /// Run the whole gate in order, stopping at the first failure.
 pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     run_step("format", cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -132,7 +165,10 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         cargo().args(["test", "--workspace", "--no-fail-fast"]),
     )?;
     match shared_dir() {
-        Some(dir) => eprintln!("==> conformance data found at {}", dir.display()),
+        Some(dir) => {
+            eprintln!("==> conformance data found at {}", dir.display());
+            parser_conformance(&dir)?;
+        }
         None => eprintln!(
             "==> SKIPPED conformance runs: ../shared does not exist next to the workspace \
              (set STRATA_SHARED to point at it)"

@@ -1,7 +1,13 @@
 //! One module per subcommand; this file lists them and dispatches.
 
+mod lint;
+mod parse;
+
+use std::io::Read;
+use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Subcommand;
 
 use crate::global::GlobalArgs;
@@ -11,6 +17,10 @@ use crate::global::GlobalArgs;
 pub enum Command {
     /// Print version information.
     Version,
+    /// Parse a Dockerfile and summarise its stages (or print BuildKit's dump format).
+    Parse(parse::ParseArgs),
+    /// Check a Dockerfile for common mistakes; exit 1 on any error-level finding.
+    Lint(lint::LintArgs),
 }
 
 /// Run one subcommand; the returned code becomes the process's exit code.
@@ -20,5 +30,21 @@ pub fn run(_global: &GlobalArgs, command: Command) -> anyhow::Result<ExitCode> {
             println!("strata {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Parse(args) => parse::run(&args),
+        Command::Lint(args) => lint::run(&args),
     }
+}
+
+/// Read a Dockerfile (`-` is standard input); returns the name to show and the text.
+fn read_input(path: &Path) -> anyhow::Result<(String, String)> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading standard input")?;
+        return Ok(("-".into(), text));
+    }
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {name}"))?;
+    Ok((name, text))
 }

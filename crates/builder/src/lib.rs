@@ -16,8 +16,10 @@
 
 pub mod cachekey;
 mod error;
+pub mod exec;
 mod inroot;
 pub mod platform;
+pub mod progress;
 pub mod user;
 
 pub use error::Error;

@@ -113,9 +113,9 @@ pub enum Error {
         path: PathBuf,
     },
 
-    /// A path given for the build context is not inside it.
-    #[error("{path} is not inside the build context")]
-    OutsideContext {
+    /// A source path that is not in the build context (or is excluded by `.dockerignore`).
+    #[error("{path} not found in the build context")]
+    SourceNotFound {
         /// The path as given.
         path: String,
     },

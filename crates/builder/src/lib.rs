@@ -15,6 +15,7 @@
 //! - [`platform`]: the host platform and the automatic platform build args.
 
 pub mod cachekey;
+pub mod context;
 mod error;
 pub mod exec;
 mod inroot;

@@ -119,6 +119,15 @@ pub enum Event {
     },
     /// The build ended successfully.
     BuildFinished(BuildSummary),
+    /// The build failed (after a [`Event::StepFailed`], or before any step ran, e.g. an
+    /// unknown `--target`); nothing was tagged.
+    BuildFailed {
+        /// The error, as the user should read it.
+        message: String,
+        /// Wall-clock time until the failure.
+        #[serde(serialize_with = "seconds")]
+        duration: Duration,
+    },
 }
 
 impl Event {
@@ -132,7 +141,9 @@ impl Event {
             | Event::StepDone { step, .. }
             | Event::StepFailed { step, .. } => Some(*step),
             Event::Warning { step, .. } => *step,
-            Event::BuildStarted { .. } | Event::BuildFinished(_) => None,
+            Event::BuildStarted { .. } | Event::BuildFinished(_) | Event::BuildFailed { .. } => {
+                None
+            }
         }
     }
 }
@@ -238,6 +249,10 @@ mod tests {
                 step: StepId(3),
                 duration: Duration::from_millis(1500),
             },
+            Event::BuildFailed {
+                message: "RUN make returned exit code 2".into(),
+                duration: Duration::from_millis(2250),
+            },
         ];
         let lines: Vec<String> = events
             .iter()
@@ -249,6 +264,7 @@ mod tests {
                 r#"{"event":"step_started","id":3,"stage":"build","index":2,"total":5,"instruction":"RUN make"}"#,
                 r#"{"event":"output","step":3,"stream":"stderr","line":"warning: �"}"#,
                 r#"{"event":"step_done","step":3,"duration":1.5}"#,
+                r#"{"event":"build_failed","message":"RUN make returned exit code 2","duration":2.25}"#,
             ]
         );
     }

@@ -557,3 +557,25 @@ fn setup_failures_name_the_stage() {
     );
     assert_eq!(entries(root.path()), ["bin", "file"]);
 }
+
+struct PanickingSink;
+
+impl OutputSink for PanickingSink {
+    fn line(&mut self, _: Stream, _: &[u8]) {
+        panic!("sink failure");
+    }
+}
+
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn a_panicking_sink_leaves_no_process_behind() {
+    let root = busybox_root();
+    let spec = sh(root.path(), "echo first; sleep 987671");
+    let cancel = CancelToken::new().unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        exec::run(&spec, &mut PanickingSink, &cancel)
+    }));
+    assert!(result.is_err());
+    assert_eq!(sleepers("987671"), 0);
+    assert_eq!(entries(root.path()), ["bin"]);
+}

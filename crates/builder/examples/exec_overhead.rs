@@ -58,31 +58,29 @@ fn main() {
     let root = busybox_root(true);
     let scratch = busybox_root(false);
     let cancel = CancelToken::new().expect("eventfd");
-    let time = |spec: &ProcessSpec| -> Vec<Duration> {
-        (0..n)
-            .map(|_| {
-                let start = Instant::now();
-                let out = exec::run(spec, &mut Discard, &cancel).expect("run");
-                assert!(out.status.success());
-                start.elapsed()
-            })
-            .collect()
+    let image = ProcessSpec::new(root.path(), &["/bin/true"]);
+    let mut none = image.clone();
+    none.network = NetworkMode::None;
+    let bare = ProcessSpec::new(scratch.path(), &["/bin/true"]);
+    let timed = |f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        f();
+        start.elapsed()
     };
-    println!("{n} runs of `true` each");
-    let plain: Vec<Duration> = (0..n)
-        .map(|_| {
-            let start = Instant::now();
+    let run = |spec: &ProcessSpec| {
+        let out = exec::run(spec, &mut Discard, &cancel).expect("run");
+        assert!(out.status.success());
+    };
+    // Interleaved, so load changes on a shared machine hit every variant alike.
+    let mut times: [Vec<Duration>; 5] = Default::default();
+    for _ in 0..n {
+        times[0].push(timed(&mut || {
             let status = Command::new(root.path().join("bin/true"))
                 .status()
                 .expect("spawn");
             assert!(status.success());
-            start.elapsed()
-        })
-        .collect();
-    let base = stats("fork+exec (std::process)", plain);
-    let unshare: Vec<Duration> = (0..n)
-        .map(|_| {
-            let start = Instant::now();
+        }));
+        times[1].push(timed(&mut || {
             let status = Command::new("unshare")
                 .args(["-mpiuf", "--mount-proc", "chroot"])
                 .arg(root.path())
@@ -90,19 +88,18 @@ fn main() {
                 .status()
                 .expect("util-linux unshare");
             assert!(status.success());
-            start.elapsed()
-        })
-        .collect();
+        }));
+        times[2].push(timed(&mut || run(&image)));
+        times[3].push(timed(&mut || run(&none)));
+        times[4].push(timed(&mut || run(&bare)));
+    }
+    println!("{n} runs of `true` each, interleaved");
+    let [plain, unshare, host, isolated, stubs] = times;
+    let base = stats("fork+exec (std::process)", plain);
     let reference = stats("unshare -mpiuf + chroot", unshare);
-    let spec = ProcessSpec::new(root.path(), &["/bin/true"]);
-    let host = stats("exec::run, image root", time(&spec));
-    let mut none = spec.clone();
-    none.network = NetworkMode::None;
-    let isolated = stats("exec::run, image, net none", time(&none));
-    let stubs = stats(
-        "exec::run, scratch root",
-        time(&ProcessSpec::new(scratch.path(), &["/bin/true"])),
-    );
+    let host = stats("exec::run, image root", host);
+    let isolated = stats("exec::run, image, net none", isolated);
+    let stubs = stats("exec::run, scratch root", stubs);
     println!(
         "median ratios to unshare+chroot: image {:.2}x, net none {:.2}x, scratch {:.2}x \
          (fork+exec alone {:.2}x)",

@@ -35,9 +35,9 @@
 //! everything it inherited except the four it needs (stdin, stdout, stderr, the report
 //! pipe), and the command gets only 0, 1 and 2.
 //!
-//! Cost (see the crate's README and `examples/exec_overhead.rs`): about 1.8 ms per `true` in
-//! an image-shaped root on the reference machine, less than `unshare -mpiuf --mount-proc
-//! chroot` (2.4 ms) in the same run; a new network namespace adds about 1.5 ms.
+//! Cost (see the crate's README and `examples/exec_overhead.rs`): about 2.0 ms per `true` in
+//! an image-shaped root on the reference machine, 0.72x `unshare -mpiuf --mount-proc chroot`
+//! in the same run; a new network namespace adds about 0.6 ms.
 
 mod cancel;
 mod child;

@@ -214,8 +214,11 @@ impl Reader<'_> {
             }
             let raw = String::from_utf8(entry.path_bytes().into_owned())
                 .map_err(|_| Error::archive_whole("a member name is not UTF-8"))?;
-            let name = normalise_member_name(&raw).map_err(|why| Error::archive(&raw, why))?;
             let kind = entry.header().entry_type();
+            if kind == tar::EntryType::Directory && matches!(raw.as_str(), "." | "./") {
+                continue;
+            }
+            let name = normalise_member_name(&raw).map_err(|why| Error::archive(&raw, why))?;
             let content = match kind {
                 tar::EntryType::Directory => continue,
                 tar::EntryType::Symlink | tar::EntryType::Link => {

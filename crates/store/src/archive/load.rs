@@ -206,7 +206,20 @@ impl Reader<'_> {
         let mut count = 0usize;
         for entry in entries {
             let mut entry = entry.map_err(|e| {
-                Error::archive_whole(format!("not a tar archive or truncated: {e}"))
+                if count == 0 {
+                    Error::archive_whole("not a tar archive (its first header is not a tar header)")
+                } else {
+                    let why: String = e
+                        .to_string()
+                        .chars()
+                        .filter(|c| !c.is_control())
+                        .take(200)
+                        .collect();
+                    Error::archive_whole(format!(
+                        "the tar stream is corrupt or truncated after {count} members: {}",
+                        why.escape_debug()
+                    ))
+                }
             })?;
             count += 1;
             if count > MAX_MEMBERS {

@@ -34,6 +34,7 @@ fn random_bytes(n: usize) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "slow: a 130 MB archive loaded and killed five times (run by cargo xtask test)"]
 fn sigkilled_loads_leave_no_partial_image_and_rerun_succeeds() {
     let dir = temp();
     let src = at(dir.path(), "src");
@@ -96,14 +97,11 @@ fn sigkilled_loads_leave_no_partial_image_and_rerun_succeeds() {
             fsck.contains("store is consistent"),
             "after kill at {fraction}: {fsck}"
         );
-        let listed = ok(&dst, &["images", "-q"]);
-        if finished.is_none() {
-            // Tags are written last, all together: a killed load tags nothing, or (killed
-            // between the tag renames) only complete images, which fsck just verified.
-            assert!(
-                listed.lines().count() == 0 || fsck.contains("store is consistent"),
-                "{listed}"
-            );
+        // Tags are written last: whatever a killed load left listed must be whole. Saving
+        // reads (and verifies) every blob of each listed image.
+        for id in ok(&dst, &["images", "-q"]).lines() {
+            let check = at(dir.path(), "check.tar");
+            ok(&dst, &["save", "-o", s(&check), id]);
         }
     }
     assert!(

@@ -2,13 +2,15 @@
 //! release mode):
 //!
 //! ```text
+//! store_tool gen FILE MIB                              write a MIB-mebibyte layer tar of mixed
+//!                                                       content (text, random, sparse)
 //! store_tool ingest ROOT FILE none|gzip|zstd          ingest FILE as a layer; prints JSON
 //! store_tool import ROOT FILE TAG none|gzip|zstd [BASE]  make an image (FILE as a layer on
 //!                                                       top of BASE's layers) and tag it
 //! ```
 
 use std::fs::File;
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, BufWriter, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -32,6 +34,10 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             .map(String::as_str)
             .ok_or_else(|| "usage: store_tool ingest|import ROOT FILE ...".to_string())
     };
+    if arg(0)? == "gen" {
+        let mib: u64 = arg(2)?.parse()?;
+        return generate(Path::new(arg(1)?), mib);
+    }
     let store = Store::open(Path::new(arg(1)?))?;
     let file = BufReader::with_capacity(1 << 20, File::open(arg(2)?)?);
     match arg(0)? {
@@ -82,5 +88,62 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         }
         other => return Err(format!("unknown command {other:?}").into()),
     }
+    Ok(())
+}
+
+/// A deterministic layer tar of `mib` MiB: 4 MiB files cycling through text-like, random and
+/// sparse content, so compressors see something like a real root filesystem.
+fn generate(path: &Path, mib: u64) -> Result<(), Box<dyn std::error::Error>> {
+    const FILE: usize = 4 << 20;
+    const WORDS: [&str; 16] = [
+        "lib", "usr", "share", "config", "error", "value", "return", "static", "const", "function",
+        "0x00", "mov", "eax", "call", "the", "data",
+    ];
+    let mut out = tar::Builder::new(BufWriter::with_capacity(1 << 20, File::create(path)?));
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut buf = vec![0u8; FILE];
+    let files = (mib << 20) / FILE as u64;
+    for i in 0..files {
+        match i % 3 {
+            0 => {
+                let mut at = 0;
+                while at < FILE {
+                    let w = WORDS[(next() % 16) as usize].as_bytes();
+                    let n = w.len().min(FILE - at);
+                    buf[at..at + n].copy_from_slice(&w[..n]);
+                    at += n;
+                    if at < FILE {
+                        buf[at] = if next() % 8 == 0 { b'\n' } else { b' ' };
+                        at += 1;
+                    }
+                }
+            }
+            1 => {
+                for chunk in buf.chunks_mut(8) {
+                    let v = next().to_le_bytes();
+                    chunk.copy_from_slice(&v[..chunk.len()]);
+                }
+            }
+            _ => {
+                buf.fill(0);
+                for _ in 0..FILE / 64 {
+                    let at = (next() % FILE as u64) as usize;
+                    buf[at] = next() as u8;
+                }
+            }
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_size(FILE as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        out.append_data(&mut h, format!("usr/share/bench/file-{i:05}"), &buf[..])?;
+    }
+    out.into_inner()?.flush()?;
     Ok(())
 }

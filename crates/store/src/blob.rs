@@ -5,8 +5,10 @@
 //! digest, fsyncs, renames into `blobs/sha256/<hex>` without replacing an existing blob, and
 //! fsyncs the folder. Until then nothing is visible; a failed or dropped writer leaves nothing.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -21,12 +23,44 @@ use crate::store::Paths;
 
 /// Bytes hashed and written at a time.
 const CHUNK: usize = 1 << 20;
+/// Alignment `O_DIRECT` asks of buffers, offsets and lengths.
+const ALIGN: usize = 4096;
 /// Chunks queued for the writer thread (bounds memory: about `QUEUE + 2` MiB per writer).
 const QUEUE: usize = 4;
 /// A blob that grows past this gets a writer thread.
 const THREAD_THRESHOLD: u64 = 4 << 20;
-/// The writer thread starts writeback every this many bytes so the final fsync is short.
-const SYNC_EVERY: u64 = 128 << 20;
+
+/// A 1 MiB buffer whose data starts on a 4 KiB boundary, as `O_DIRECT` needs.
+struct Chunk {
+    raw: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Chunk {
+    fn new() -> Chunk {
+        let raw = vec![0u8; CHUNK + ALIGN];
+        let start = raw.as_ptr().align_offset(ALIGN).min(ALIGN);
+        Chunk { raw, start, len: 0 }
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.raw[self.start..self.start + self.len]
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == CHUNK
+    }
+
+    /// Copy as much of `bytes` as fits; returns how much.
+    fn fill(&mut self, bytes: &[u8]) -> usize {
+        let n = (CHUNK - self.len).min(bytes.len());
+        let at = self.start + self.len;
+        self.raw[at..at + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+        n
+    }
+}
 
 /// The outcome of a committed blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,28 +73,58 @@ pub struct BlobInfo {
     pub existed: bool,
 }
 
+/// The background writer of a large blob.
+///
+/// Whole aligned chunks go through a second descriptor opened with `O_DIRECT`: on this kind
+/// of machine (a VM whose host reclaims idle guest memory) filling the page cache with a
+/// fresh gigabyte and fsyncing it costs about four times as much as writing it directly
+/// (measured: 3.1 s against 0.8 s). Tails and filesystems without `O_DIRECT` use the
+/// ordinary descriptor. The final fsync covers both.
 struct Worker {
-    to_disk: Option<SyncSender<Vec<u8>>>,
-    recycled: Receiver<Vec<u8>>,
+    to_disk: Option<SyncSender<Chunk>>,
+    /// Buffers come back here once written: a fixed pool, so memory stays bounded and large
+    /// blobs do not churn the allocator.
+    recycled: Receiver<Chunk>,
     handle: Option<JoinHandle<io::Result<()>>>,
 }
 
+fn open_direct(path: &Path) -> Option<File> {
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(path)
+        .ok()
+}
+
 impl Worker {
-    fn start(file: File) -> Worker {
-        let (to_disk, from_writer) = mpsc::sync_channel::<Vec<u8>>(QUEUE);
-        let (give_back, recycled) = mpsc::channel::<Vec<u8>>();
+    fn start(file: File, direct: Option<File>, offset: u64) -> Worker {
+        let (to_disk, from_writer) = mpsc::sync_channel::<Chunk>(QUEUE);
+        let (give_back, recycled) = mpsc::channel::<Chunk>();
+        for _ in 0..QUEUE + 1 {
+            let _ = give_back.send(Chunk::new());
+        }
         let handle = std::thread::Builder::new()
             .name("strata-blob-writer".into())
             .spawn(move || -> io::Result<()> {
-                let mut file = file;
-                let mut since_sync = 0u64;
-                for chunk in from_writer {
-                    file.write_all(&chunk)?;
-                    since_sync += chunk.len() as u64;
-                    if since_sync >= SYNC_EVERY {
-                        file.sync_data()?;
-                        since_sync = 0;
+                let mut direct = direct;
+                let mut offset = offset;
+                for mut chunk in from_writer {
+                    let data = chunk.data();
+                    let aligned = data.len() % ALIGN == 0 && offset % ALIGN as u64 == 0;
+                    let mut done = false;
+                    if let (true, Some(d)) = (aligned, &direct) {
+                        match d.write_all_at(data, offset) {
+                            Ok(()) => done = true,
+                            // The filesystem refuses direct I/O after all: stop trying.
+                            Err(e) if e.kind() == io::ErrorKind::InvalidInput => direct = None,
+                            Err(e) => return Err(e),
+                        }
                     }
+                    if !done {
+                        file.write_all_at(data, offset)?;
+                    }
+                    offset += data.len() as u64;
+                    chunk.len = 0;
                     let _ = give_back.send(chunk);
                 }
                 file.sync_all()
@@ -101,7 +165,7 @@ impl Drop for Worker {
 pub struct BlobWriter {
     paths: Arc<Paths>,
     tmp: NamedTempFile,
-    buf: Vec<u8>,
+    buf: Chunk,
     hasher: Hasher,
     size: u64,
     worker: Option<Worker>,
@@ -139,7 +203,7 @@ impl BlobWriter {
         Ok(BlobWriter {
             paths,
             tmp,
-            buf: Vec::with_capacity(CHUNK),
+            buf: Chunk::new(),
             hasher: Hasher::new(),
             size: 0,
             worker: None,
@@ -152,7 +216,7 @@ impl BlobWriter {
 
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
-        self.size + self.buf.len() as u64
+        self.size + self.buf.len as u64
     }
 
     /// Use `what` in error messages about this blob (an archive member name, say).
@@ -161,14 +225,16 @@ impl BlobWriter {
     }
 
     fn flush_chunk(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
+        if self.buf.len == 0 {
             return Ok(());
         }
-        self.hasher.update(&self.buf);
-        self.size += self.buf.len() as u64;
+        self.hasher.update(self.buf.data());
+        let offset = self.size;
+        self.size += self.buf.len as u64;
         if self.worker.is_none() && self.size > THREAD_THRESHOLD {
             let file = self.tmp.as_file().try_clone()?;
-            self.worker = Some(Worker::start(file));
+            let direct = open_direct(self.tmp.path());
+            self.worker = Some(Worker::start(file, direct, offset));
         }
         match &mut self.worker {
             Some(Worker {
@@ -176,13 +242,8 @@ impl BlobWriter {
                 recycled,
                 ..
             }) => {
-                let next = recycled
-                    .try_recv()
-                    .map(|mut b| {
-                        b.clear();
-                        b
-                    })
-                    .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+                // Waits for the writer when it is behind: memory stays bounded.
+                let next = recycled.recv().unwrap_or_else(|_| Chunk::new());
                 let full = std::mem::replace(&mut self.buf, next);
                 if tx.send(full).is_err() {
                     // The writer thread stopped: its error comes out of `finish`.
@@ -192,8 +253,8 @@ impl BlobWriter {
                 }
             }
             _ => {
-                self.tmp.as_file_mut().write_all(&self.buf)?;
-                self.buf.clear();
+                self.tmp.as_file().write_all_at(self.buf.data(), offset)?;
+                self.buf.len = 0;
             }
         }
         Ok(())
@@ -268,10 +329,8 @@ impl Write for BlobWriter {
                 ));
             }
         }
-        let room = CHUNK - self.buf.len();
-        let n = room.min(data.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == CHUNK {
+        let n = self.buf.fill(data);
+        if self.buf.is_full() {
             self.flush_chunk()?;
         }
         Ok(n)

@@ -5,62 +5,17 @@
 //! digest, fsyncs, renames into `blobs/sha256/<hex>` without replacing an existing blob, and
 //! fsyncs the folder. Until then nothing is visible; a failed or dropped writer leaves nothing.
 
-use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
-use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use tempfile::NamedTempFile;
 
 use crate::digest::{Digest, Hasher};
+use crate::direct::DirectWriter;
 use crate::error::{Error, Result};
 use crate::fsutil::sync_dir;
 use crate::lock::Lease;
 use crate::store::Paths;
-
-/// Bytes hashed and written at a time.
-const CHUNK: usize = 1 << 20;
-/// Alignment `O_DIRECT` asks of buffers, offsets and lengths.
-const ALIGN: usize = 4096;
-/// Chunks queued for the writer thread (bounds memory: about `QUEUE + 2` MiB per writer).
-const QUEUE: usize = 4;
-/// A blob that grows past this gets a writer thread.
-const THREAD_THRESHOLD: u64 = 4 << 20;
-
-/// A 1 MiB buffer whose data starts on a 4 KiB boundary, as `O_DIRECT` needs.
-struct Chunk {
-    raw: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl Chunk {
-    fn new() -> Chunk {
-        let raw = vec![0u8; CHUNK + ALIGN];
-        let start = raw.as_ptr().align_offset(ALIGN).min(ALIGN);
-        Chunk { raw, start, len: 0 }
-    }
-
-    fn data(&self) -> &[u8] {
-        &self.raw[self.start..self.start + self.len]
-    }
-
-    fn is_full(&self) -> bool {
-        self.len == CHUNK
-    }
-
-    /// Copy as much of `bytes` as fits; returns how much.
-    fn fill(&mut self, bytes: &[u8]) -> usize {
-        let n = (CHUNK - self.len).min(bytes.len());
-        let at = self.start + self.len;
-        self.raw[at..at + n].copy_from_slice(&bytes[..n]);
-        self.len += n;
-        n
-    }
-}
 
 /// The outcome of a committed blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,102 +28,13 @@ pub struct BlobInfo {
     pub existed: bool,
 }
 
-/// The background writer of a large blob.
-///
-/// Whole aligned chunks go through a second descriptor opened with `O_DIRECT`: on this kind
-/// of machine (a VM whose host reclaims idle guest memory) filling the page cache with a
-/// fresh gigabyte and fsyncing it costs about four times as much as writing it directly
-/// (measured: 3.1 s against 0.8 s). Tails and filesystems without `O_DIRECT` use the
-/// ordinary descriptor. The final fsync covers both.
-struct Worker {
-    to_disk: Option<SyncSender<Chunk>>,
-    /// Buffers come back here once written: a fixed pool, so memory stays bounded and large
-    /// blobs do not churn the allocator.
-    recycled: Receiver<Chunk>,
-    handle: Option<JoinHandle<io::Result<()>>>,
-}
-
-fn open_direct(path: &Path) -> Option<File> {
-    OpenOptions::new()
-        .write(true)
-        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-        .open(path)
-        .ok()
-}
-
-impl Worker {
-    fn start(file: File, direct: Option<File>, offset: u64) -> Worker {
-        let (to_disk, from_writer) = mpsc::sync_channel::<Chunk>(QUEUE);
-        let (give_back, recycled) = mpsc::channel::<Chunk>();
-        for _ in 0..QUEUE + 1 {
-            let _ = give_back.send(Chunk::new());
-        }
-        let handle = std::thread::Builder::new()
-            .name("strata-blob-writer".into())
-            .spawn(move || -> io::Result<()> {
-                let mut direct = direct;
-                let mut offset = offset;
-                for mut chunk in from_writer {
-                    let data = chunk.data();
-                    let aligned = data.len() % ALIGN == 0 && offset % ALIGN as u64 == 0;
-                    let mut done = false;
-                    if let (true, Some(d)) = (aligned, &direct) {
-                        match d.write_all_at(data, offset) {
-                            Ok(()) => done = true,
-                            // The filesystem refuses direct I/O after all: stop trying.
-                            Err(e) if e.kind() == io::ErrorKind::InvalidInput => direct = None,
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    if !done {
-                        file.write_all_at(data, offset)?;
-                    }
-                    offset += data.len() as u64;
-                    chunk.len = 0;
-                    let _ = give_back.send(chunk);
-                }
-                file.sync_all()
-            });
-        match handle {
-            Ok(h) => Worker {
-                to_disk: Some(to_disk),
-                recycled,
-                handle: Some(h),
-            },
-            // No thread to be had: the caller falls back to writing inline.
-            Err(_) => Worker {
-                to_disk: None,
-                recycled,
-                handle: None,
-            },
-        }
-    }
-
-    fn finish(&mut self) -> io::Result<()> {
-        self.to_disk = None;
-        match self.handle.take() {
-            Some(h) => h
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("blob writer thread panicked"))),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.finish();
-    }
-}
-
 /// A blob being written. Implements [`Write`]; call [`BlobWriter::commit`] to make it visible.
 pub struct BlobWriter {
     paths: Arc<Paths>,
     tmp: NamedTempFile,
-    buf: Chunk,
+    out: Option<DirectWriter>,
     hasher: Hasher,
     size: u64,
-    worker: Option<Worker>,
     expected: Option<Digest>,
     expected_size: Option<u64>,
     what: String,
@@ -196,6 +62,11 @@ impl BlobWriter {
             .prefix("blob-")
             .tempfile_in(&paths.ingest)
             .map_err(|e| Error::io("create temp file in", &paths.ingest, e))?;
+        let file = tmp
+            .as_file()
+            .try_clone()
+            .map_err(|e| Error::io("open", tmp.path(), e))?;
+        let out = DirectWriter::new(file, tmp.path());
         let what = match expected {
             Some(d) => format!("blob {d}"),
             None => "new blob".to_string(),
@@ -203,10 +74,9 @@ impl BlobWriter {
         Ok(BlobWriter {
             paths,
             tmp,
-            buf: Chunk::new(),
+            out: Some(out),
             hasher: Hasher::new(),
             size: 0,
-            worker: None,
             expected,
             expected_size,
             what,
@@ -216,7 +86,7 @@ impl BlobWriter {
 
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
-        self.size + self.buf.len as u64
+        self.size
     }
 
     /// Use `what` in error messages about this blob (an archive member name, say).
@@ -224,52 +94,13 @@ impl BlobWriter {
         self.what = what.into();
     }
 
-    fn flush_chunk(&mut self) -> io::Result<()> {
-        if self.buf.len == 0 {
-            return Ok(());
-        }
-        self.hasher.update(self.buf.data());
-        let offset = self.size;
-        self.size += self.buf.len as u64;
-        if self.worker.is_none() && self.size > THREAD_THRESHOLD {
-            let file = self.tmp.as_file().try_clone()?;
-            let direct = open_direct(self.tmp.path());
-            self.worker = Some(Worker::start(file, direct, offset));
-        }
-        match &mut self.worker {
-            Some(Worker {
-                to_disk: Some(tx),
-                recycled,
-                ..
-            }) => {
-                // Waits for the writer when it is behind: memory stays bounded.
-                let next = recycled.recv().unwrap_or_else(|_| Chunk::new());
-                let full = std::mem::replace(&mut self.buf, next);
-                if tx.send(full).is_err() {
-                    // The writer thread stopped: its error comes out of `finish`.
-                    let mut worker = self.worker.take().expect("worker present");
-                    worker.finish()?;
-                    return Err(io::Error::other("blob writer thread stopped"));
-                }
-            }
-            _ => {
-                self.tmp.as_file().write_all_at(self.buf.data(), offset)?;
-                self.buf.len = 0;
-            }
-        }
-        Ok(())
-    }
-
     /// Finish the blob: verify, fsync, and make it visible under its digest.
     pub fn commit(mut self) -> Result<BlobInfo> {
         let what = self.what.clone();
-        self.flush_chunk()
-            .map_err(|e| Error::stream(format!("write {what}"), e))?;
-        match self.worker.take() {
-            Some(mut w) if w.handle.is_some() => w.finish(),
-            _ => self.tmp.as_file().sync_all(),
+        if let Some(out) = self.out.take() {
+            out.finish()
+                .map_err(|e| Error::io("write", self.tmp.path(), e))?;
         }
-        .map_err(|e| Error::io("write", self.tmp.path(), e))?;
         let digest = std::mem::take(&mut self.hasher).finish();
         if let Some(expected) = self.expected_size {
             if expected != self.size {
@@ -322,17 +153,20 @@ impl BlobWriter {
 impl Write for BlobWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if let Some(limit) = self.expected_size {
-            if self.written() + data.len() as u64 > limit {
+            if self.size + data.len() as u64 > limit {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("{} is larger than its declared {limit} bytes", self.what),
                 ));
             }
         }
-        let n = self.buf.fill(data);
-        if self.buf.is_full() {
-            self.flush_chunk()?;
-        }
+        let out = self
+            .out
+            .as_mut()
+            .ok_or_else(|| io::Error::other("blob writer already finished"))?;
+        let n = out.write(data)?;
+        self.hasher.update(&data[..n]);
+        self.size += n as u64;
         Ok(n)
     }
 

@@ -26,6 +26,7 @@ mod blob;
 mod config;
 mod descriptor;
 mod digest;
+mod direct;
 mod error;
 mod fsck;
 mod fsutil;

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, ValueEnum};
 use strata_store::{ArchiveFormat, Compression, SaveOptions};
 
@@ -71,22 +71,7 @@ pub fn run(global: &GlobalArgs, args: &SaveArgs) -> anyhow::Result<ExitCode> {
             store.save(&names, &mut lock, &options)?;
             lock.flush()?;
         }
-        Some(path) => {
-            // Written beside the target and renamed at the end: a failed save leaves no
-            // half archive under the requested name.
-            let dir = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            let mut tmp = tempfile::Builder::new()
-                .prefix(".strata-save-")
-                .tempfile_in(&dir)
-                .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-            store.save(&names, tmp.as_file_mut(), &options)?;
-            tmp.as_file().sync_all()?;
-            tmp.persist(path)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
+        Some(path) => store.save_to_file(&names, path, &options)?,
     }
     Ok(ExitCode::SUCCESS)
 }

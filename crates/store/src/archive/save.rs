@@ -2,10 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
 
 use super::{ArchiveFormat, SaveOptions};
 use crate::descriptor::Descriptor;
 use crate::digest::Digest;
+use crate::direct::DirectWriter;
 use crate::error::{Error, Result};
 use crate::image::{manifest_bytes, Image};
 use crate::layer::LayerInfo;
@@ -201,6 +203,31 @@ impl Store {
         let mut inner = tar.into_inner().map_err(fail)?;
         inner.flush().map_err(fail)?;
         Ok(())
+    }
+
+    /// [`Store::save`] into the file `path`, atomically: the archive is written beside it
+    /// (bypassing the page cache where the filesystem allows), fsynced, and renamed into place
+    /// only when complete, so a failed save leaves no half archive under that name.
+    pub fn save_to_file(&self, names: &[&str], path: &Path, options: &SaveOptions) -> Result<()> {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(".strata-save-")
+            .tempfile_in(&dir)
+            .map_err(|e| Error::io("create a file in", &dir, e))?;
+        let file = tmp
+            .as_file()
+            .try_clone()
+            .map_err(|e| Error::io("open", tmp.path(), e))?;
+        let mut out = DirectWriter::new(file, tmp.path());
+        self.save(names, &mut out, options)?;
+        out.finish()
+            .map_err(|e| Error::io("write", tmp.path(), e))?;
+        tmp.persist(path)
+            .map_err(|e| Error::io("rename into", path, e.error))?;
+        crate::fsutil::sync_dir(&dir)
     }
 
     /// The archive descriptor and byte source of one layer in the requested compression.

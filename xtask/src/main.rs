@@ -5,6 +5,8 @@
 //! - `bench`: benchmarks, reported as ratios against yardsticks measured in the same run.
 //! - `demo`: the main job, a demo build of real images on the embedded default store.
 
+mod bench_store;
+mod deps;
 mod shared;
 mod test;
 mod tidy;
@@ -23,11 +25,21 @@ struct Args {
 enum Command {
     /// Run every check CI runs: fmt, clippy, unit/doc tests, conformance, integration suites.
     Test(test::TestArgs),
+    /// Run a benchmark and report ratios against yardsticks measured in the same run.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// The store: ingest (plain, zstd), save and load, peak memory.
+    Store(bench_store::StoreBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command {
         Command::Test(t) => test::run(&t),
+        Command::Bench(Bench::Store(b)) => bench_store::run(&b),
     }
 }

@@ -2,8 +2,9 @@
 //! release mode):
 //!
 //! ```text
-//! store_tool gen FILE MIB                              write a MIB-mebibyte layer tar of mixed
+//! store_tool gen FILE MIB [SEED]                       write a MIB-mebibyte layer tar of mixed
 //!                                                       content (text, random, sparse)
+//! store_tool hash FILE                                 sha256 with the store's hasher; JSON
 //! store_tool ingest ROOT FILE none|gzip|zstd          ingest FILE as a layer; prints JSON
 //! store_tool import ROOT FILE TAG none|gzip|zstd [BASE]  make an image (FILE as a layer on
 //!                                                       top of BASE's layers) and tag it
@@ -34,9 +35,28 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             .map(String::as_str)
             .ok_or_else(|| "usage: store_tool ingest|import ROOT FILE ...".to_string())
     };
+    if arg(0)? == "hash" {
+        let start = Instant::now();
+        let mut r = strata_store::HashingReader::new(BufReader::with_capacity(
+            1 << 20,
+            File::open(arg(1)?)?,
+        ));
+        io::copy(&mut r, &mut io::sink())?;
+        let (digest, size, _) = r.finish();
+        println!(
+            "{}",
+            serde_json::json!({
+                "seconds": start.elapsed().as_secs_f64(),
+                "digest": digest.to_string(),
+                "size": size,
+            })
+        );
+        return Ok(());
+    }
     if arg(0)? == "gen" {
         let mib: u64 = arg(2)?.parse()?;
-        return generate(Path::new(arg(1)?), mib);
+        let seed: u64 = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(1);
+        return generate(Path::new(arg(1)?), mib, seed);
     }
     let store = Store::open(Path::new(arg(1)?))?;
     let file = BufReader::with_capacity(1 << 20, File::open(arg(2)?)?);
@@ -93,14 +113,14 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
 
 /// A deterministic layer tar of `mib` MiB: 4 MiB files cycling through text-like, random and
 /// sparse content, so compressors see something like a real root filesystem.
-fn generate(path: &Path, mib: u64) -> Result<(), Box<dyn std::error::Error>> {
+fn generate(path: &Path, mib: u64, seed: u64) -> Result<(), Box<dyn std::error::Error>> {
     const FILE: usize = 4 << 20;
     const WORDS: [&str; 16] = [
         "lib", "usr", "share", "config", "error", "value", "return", "static", "const", "function",
         "0x00", "mov", "eax", "call", "the", "data",
     ];
     let mut out = tar::Builder::new(BufWriter::with_capacity(1 << 20, File::create(path)?));
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0xD1B5_4A32_D192_ED03);
     let mut next = move || {
         x ^= x << 13;
         x ^= x >> 7;

@@ -18,6 +18,34 @@
 //!
 //! It never looks inside filesystems and knows nothing of Dockerfiles. It never prints:
 //! progress goes through caller-supplied reporters.
+//!
+//! ```rust,no_run
+//! use std::io::Write;
+//! use strata_store::{Compression, ImageConfig, Reference, SaveOptions, Store};
+//!
+//! # fn main() -> strata_store::Result<()> {
+//! let store = Store::open("/var/lib/strata".as_ref())?;
+//! let lease = store.lease()?; // keep GC away until the image is tagged
+//!
+//! // A layer: write the uncompressed tar, get diffID, blob digest, size and media type back.
+//! let mut w = store.layer_writer(Compression::Zstd)?;
+//! w.write_all(b"...tar bytes...").unwrap();
+//! let layer = w.finish()?;
+//!
+//! let image = store.write_image(&ImageConfig::default(), &[layer])?;
+//! store.tag(&Reference::parse("example/app:1")?, &image)?;
+//! drop(lease);
+//!
+//! // Read it back, verified.
+//! let tar = store.open_layer(&image.layers[0].digest, &image.diff_ids[0])?;
+//!
+//! // Archives.
+//! store.save_to_file(&["example/app:1"], "app.tar".as_ref(), &SaveOptions::default())?;
+//! store.load(std::fs::File::open("app.tar").unwrap(), &mut |event| println!("{event:?}"))?;
+//! # drop(tar);
+//! # Ok(())
+//! # }
+//! ```
 
 #![deny(missing_docs)]
 

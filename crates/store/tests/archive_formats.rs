@@ -129,7 +129,7 @@ fn oci_layout_with_a_multi_platform_index() {
     w.write_all(&layer_tar("x", b"amd64 content")).unwrap();
     let layer = w.finish().unwrap();
     let image = src
-        .write_image(&ImageConfig::default(), &[layer.clone()])
+        .write_image(&ImageConfig::default(), std::slice::from_ref(&layer))
         .unwrap();
     // A nested index naming our image for linux/amd64 and a missing one for arm64.
     let index = serde_json::json!({

@@ -89,6 +89,11 @@ impl BlobWriter {
         self.size
     }
 
+    /// The digest of what was written so far.
+    pub fn digest(&self) -> Digest {
+        self.hasher.clone().finish()
+    }
+
     /// Use `what` in error messages about this blob (an archive member name, say).
     pub fn describe(&mut self, what: impl Into<String>) {
         self.what = what.into();

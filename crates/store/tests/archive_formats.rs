@@ -112,6 +112,9 @@ fn legacy_docker_archive_with_a_linked_and_a_gzipped_layer() {
     assert!(store.fsck(FsckOptions::default()).unwrap().is_clean());
 
     // Again: every layer already exists and nothing is loaded twice.
+    let blobs_before = std::fs::read_dir(dir.path().join("blobs/sha256"))
+        .unwrap()
+        .count();
     let mut events = Vec::new();
     let report = store.load(&archive[..], &mut |e| events.push(e)).unwrap();
     assert_eq!(
@@ -119,6 +122,36 @@ fn legacy_docker_archive_with_a_linked_and_a_gzipped_layer() {
         (0, 3),
         "{events:?}"
     );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("blobs/sha256"))
+            .unwrap()
+            .count(),
+        blobs_before
+    );
+
+    // A store holding these layers only as zstd blobs does not store the plain copies.
+    let other = tempfile::tempdir().unwrap();
+    let zstd_store = Store::open(other.path()).unwrap();
+    let mut layers = Vec::new();
+    for t in [&base, &empty, &top] {
+        let mut w = zstd_store.layer_writer(Compression::Zstd).unwrap();
+        w.write_all(t).unwrap();
+        layers.push(w.finish().unwrap());
+    }
+    let count = || {
+        std::fs::read_dir(other.path().join("blobs/sha256"))
+            .unwrap()
+            .count()
+    };
+    let zstd_blobs = count();
+    let report = zstd_store.load(&archive[..], &mut |_| {}).unwrap();
+    assert_eq!(report.layers_existing, 3);
+    // New: the config, a manifest, and the gzipped layer.tar (its diffID is only known once
+    // it is read, so it is kept as another blob of that layer); the plain ones were dropped.
+    assert_eq!(count(), zstd_blobs + 3);
+    let image = zstd_store.resolve("legacy/app:v1").unwrap();
+    assert_eq!(image.layers[0].digest, layers[0].digest);
+    assert!(zstd_store.fsck(FsckOptions::default()).unwrap().is_clean());
 }
 
 #[test]

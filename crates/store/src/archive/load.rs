@@ -347,6 +347,17 @@ impl Reader<'_> {
             ));
         }
         let compression = Compression::sniff(&head.head);
+        if expected.is_none() && compression == Compression::None {
+            // A plain member (a legacy `layer.tar`) whose layer the store already holds in
+            // another blob: drop this copy rather than store the layer twice.
+            let digest = head.inner.digest();
+            if !self.store.has_blob(&digest) && !self.store.layer_blobs(&digest)?.is_empty() {
+                return Ok(Content::KnownLayer {
+                    diff_id: digest,
+                    size,
+                });
+            }
+        }
         let info = head.inner.commit().map_err(|e| match e {
             Error::DigestMismatch {
                 expected, actual, ..

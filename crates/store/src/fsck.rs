@@ -147,7 +147,7 @@ impl Store {
                     reasons.push(format!("{d} is corrupt"));
                 }
             }
-            if reasons.is_empty() && r.kind == RefKind::Tag {
+            if reasons.is_empty() && matches!(r.kind, RefKind::Tag | RefKind::Untagged) {
                 if let Err(e) = self.image(&r.target) {
                     reasons.push(e.to_string());
                 }
@@ -156,7 +156,7 @@ impl Store {
                 report
                     .broken_refs
                     .push((r.kind, r.name.clone(), reasons.join("; ")));
-                if r.kind == RefKind::Tag {
+                if matches!(r.kind, RefKind::Tag | RefKind::Untagged) {
                     report.affected_images.push(r.name.clone());
                 }
                 broken.push(r.clone());

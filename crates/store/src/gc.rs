@@ -60,7 +60,7 @@ pub struct GcReport {
 /// Disk use of one image (all tags of one manifest).
 #[derive(Clone, Debug)]
 pub struct ImageUsage {
-    /// Its tags, full references.
+    /// Its tags, full references (an untagged image shows its ID's hex).
     pub tags: Vec<String>,
     /// The manifest.
     pub manifest: Digest,
@@ -254,7 +254,9 @@ impl Store {
         let _refs = self.lock_refs(false)?;
         let sizes: BTreeMap<Digest, u64> = self.list_blobs()?.into_iter().collect();
         let mut by_manifest: BTreeMap<Digest, (Vec<String>, BTreeSet<Digest>)> = BTreeMap::new();
-        for r in self.list_refs_locked(RefKind::Tag)? {
+        let mut images = self.list_refs_locked(RefKind::Tag)?;
+        images.extend(self.list_refs_locked(RefKind::Untagged)?);
+        for r in images {
             let entry = by_manifest.entry(r.target.digest).or_insert_with(|| {
                 let mut reach = Reachable::default();
                 self.mark(&r.target, &r.name, &mut reach);

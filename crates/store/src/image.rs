@@ -45,11 +45,11 @@ impl Image {
     }
 }
 
-/// One line of `strata images`: a tag and what it points at.
+/// One line of `strata images`: a tag (or an untagged image) and what it points at.
 #[derive(Clone, Debug)]
 pub struct ImageSummary {
-    /// The tag (or digest reference).
-    pub reference: Reference,
+    /// The tag (or digest reference); `None` for an untagged image.
+    pub reference: Option<Reference>,
     /// The manifest it points at.
     pub manifest: Descriptor,
     /// The image ID.
@@ -236,6 +236,7 @@ impl Store {
             reference: name.to_string(),
         };
         let tags = self.list_refs(RefKind::Tag)?;
+        let untagged = self.list_refs(RefKind::Untagged)?;
         if let Ok(reference) = Reference::parse(name) {
             let full = reference.to_string();
             if let Some(r) = tags.iter().find(|r| r.name == full) {
@@ -254,7 +255,7 @@ impl Store {
         if hex.len() >= 4 && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             let hex = hex.to_ascii_lowercase();
             let mut found: BTreeMap<Digest, Image> = BTreeMap::new();
-            for r in &tags {
+            for r in tags.iter().chain(&untagged) {
                 if let Ok(image) = self.image(&r.target) {
                     if image.id().hex().starts_with(&hex) {
                         found.insert(image.id(), image);
@@ -273,13 +274,25 @@ impl Store {
         Err(not_found())
     }
 
-    /// Every tag with its image, sorted by reference.
+    /// Every tag with its image, sorted by reference, then the untagged images (those no tag
+    /// points at) by ID.
     pub fn images(&self) -> Result<Vec<ImageSummary>> {
         let _lease = self.lease()?;
+        let tags = self.list_refs(RefKind::Tag)?;
+        let tagged: std::collections::BTreeSet<Digest> =
+            tags.iter().map(|r| r.target.digest).collect();
+        let untagged = self
+            .list_refs(RefKind::Untagged)?
+            .into_iter()
+            .filter(|r| !tagged.contains(&r.target.digest));
         let mut out = Vec::new();
-        for r in self.list_refs(RefKind::Tag)? {
-            let Ok(reference) = Reference::parse(&r.name) else {
-                continue;
+        for r in tags.into_iter().chain(untagged) {
+            let reference = match r.kind {
+                RefKind::Tag => match Reference::parse(&r.name) {
+                    Ok(reference) => Some(reference),
+                    Err(_) => continue,
+                },
+                _ => None,
             };
             let image = self.image(&r.target)?;
             let mut size = 0;
@@ -333,7 +346,10 @@ mod tests {
         let list = s.images().unwrap();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].size, 2048);
-        assert_eq!(list[0].reference.familiar(), "example/app:1");
+        assert_eq!(
+            list[0].reference.as_ref().unwrap().familiar(),
+            "example/app:1"
+        );
         assert!(s.untag(&r).unwrap());
         assert!(s.images().unwrap().is_empty());
     }

@@ -39,11 +39,19 @@ pub enum RefKind {
     Cache,
     /// Containers: an ID -> a container record.
     Container,
+    /// Images without a tag (loaded by ID, like Docker's dangling images): the image ID's
+    /// 64 hex digits -> its manifest.
+    Untagged,
 }
 
 impl RefKind {
     /// Every kind.
-    pub const ALL: [RefKind; 3] = [RefKind::Tag, RefKind::Cache, RefKind::Container];
+    pub const ALL: [RefKind; 4] = [
+        RefKind::Tag,
+        RefKind::Cache,
+        RefKind::Container,
+        RefKind::Untagged,
+    ];
 
     /// The folder under `refs/`.
     pub fn dir_name(self) -> &'static str {
@@ -51,6 +59,7 @@ impl RefKind {
             RefKind::Tag => "tags",
             RefKind::Cache => "cache",
             RefKind::Container => "containers",
+            RefKind::Untagged => "untagged",
         }
     }
 }
@@ -104,6 +113,11 @@ fn validate(kind: RefKind, name: &str) -> Result<()> {
     }
     if name.chars().any(char::is_control) {
         return Err(bad("control characters in name"));
+    }
+    if kind == RefKind::Untagged && Digest::from_hex(name).is_err() {
+        return Err(bad(
+            "an untagged image ref is named by the image ID's 64 hex digits",
+        ));
     }
     if kind == RefKind::Tag {
         match Reference::parse(name) {

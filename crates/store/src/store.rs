@@ -54,7 +54,7 @@ impl Paths {
 ///
 /// ```text
 /// <root>/oci-layout, index.json, blobs/sha256/<hex>   the OCI image layout (index.json lists tags)
-/// <root>/refs/{tags,cache,containers}/<name>           the only mutable state: one file per ref
+/// <root>/refs/{tags,cache,containers,untagged}/<n>   the only mutable state: one file per ref
 /// <root>/diffids/<diffID hex>/<blob hex>               layer records: which blobs hold a diffID
 /// <root>/ingest/                                       temp files of blobs being written
 /// <root>/locks/{gc,refs}.lock                          the store-wide locks

@@ -264,3 +264,42 @@ fn gc_waits_for_leases() {
         assert_eq!(report.removed, vec![(orphan.digest, orphan.size)]);
     });
 }
+
+#[test]
+fn untagged_images_are_kept_listed_and_found_by_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Store::open(&dir.path().join("src")).unwrap();
+    let mut w = src.layer_writer(Compression::None).unwrap();
+    w.write_all(&layer_tar("u", b"untagged")).unwrap();
+    let image = src
+        .write_image(&ImageConfig::default(), &[w.finish().unwrap()])
+        .unwrap();
+    src.tag(&Reference::parse("u:1").unwrap(), &image).unwrap();
+    let mut archive = Vec::new();
+    // Saved by ID: the archive names no tag.
+    src.save(
+        &[&image.id().to_string()],
+        &mut archive,
+        &SaveOptions::default(),
+    )
+    .unwrap();
+
+    let dst = Store::open(&dir.path().join("dst")).unwrap();
+    let mut events = Vec::new();
+    dst.load(&archive[..], &mut |e| events.push(e)).unwrap();
+    assert!(events.contains(&LoadEvent::ImageIdLoaded { id: image.id() }));
+    let listed = dst.images().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].reference.is_none());
+    assert_eq!(listed[0].id, image.id());
+    dst.gc(GcOptions::default()).unwrap();
+    assert_eq!(dst.resolve(&image.id().short()).unwrap().id(), image.id());
+    // Once tagged, it is listed under its tag only.
+    let found = dst.resolve(&image.id().short()).unwrap();
+    dst.tag(&Reference::parse("now/tagged:1").unwrap(), &found)
+        .unwrap();
+    let listed = dst.images().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].reference.is_some());
+    assert!(dst.fsck(FsckOptions::default()).unwrap().is_clean());
+}

@@ -35,7 +35,7 @@ pub fn run(global: &GlobalArgs, args: &ImagesArgs) -> anyhow::Result<ExitCode> {
     let mut images = store.images()?;
     if let Some(repo) = &args.repository {
         let want = strata_store::Reference::parse(repo)?.name();
-        images.retain(|i| i.reference.name() == want);
+        images.retain(|i| i.reference.as_ref().is_some_and(|r| r.name() == want));
     }
     // Newest first, like Docker; ties by name.
     images.sort_by(|a, b| {
@@ -65,8 +65,8 @@ pub fn run(global: &GlobalArgs, args: &ImagesArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|i| {
                     [
-                        i.reference.familiar_name(),
-                        i.reference.tag().unwrap_or("<none>").to_string(),
+                        repository(i),
+                        tag(i),
                         i.id.short(),
                         created_ago(i.created.as_deref(), now),
                         human_size(i.size),
@@ -100,10 +100,24 @@ pub fn run(global: &GlobalArgs, args: &ImagesArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn repository(i: &ImageSummary) -> String {
+    i.reference
+        .as_ref()
+        .map_or_else(|| "<none>".to_string(), |r| r.familiar_name())
+}
+
+fn tag(i: &ImageSummary) -> String {
+    i.reference
+        .as_ref()
+        .and_then(|r| r.tag())
+        .unwrap_or("<none>")
+        .to_string()
+}
+
 fn json_line(i: &ImageSummary, now: i64) -> String {
     serde_json::json!({
-        "Repository": i.reference.familiar_name(),
-        "Tag": i.reference.tag().unwrap_or("<none>"),
+        "Repository": repository(i),
+        "Tag": tag(i),
         "Digest": i.manifest.digest.to_string(),
         "ID": i.id.short(),
         "CreatedAt": i.created.clone().unwrap_or_default(),

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::layer::LayerInfo;
 use crate::media::{self, Compression};
 use crate::reference::Reference;
-use crate::refs::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
+use crate::refs::{Ref, RefKind, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
 use crate::store::{Store, MAX_JSON_BLOB};
 
 /// Largest member kept in memory (metadata: manifests, configs, `repositories`).
@@ -141,7 +141,7 @@ impl Store {
         // Every image is complete: write configs and manifests, then tag them all at once.
         let mut out = LoadReport::default();
         let mut seen_layers = BTreeSet::new();
-        let mut tags = Vec::new();
+        let mut refs = Vec::new();
         for f in &found {
             for (diff_id, (existed, size)) in f.diff_ids.iter().zip(&f.layer_state) {
                 if !seen_layers.insert(*diff_id) {
@@ -169,7 +169,19 @@ impl Store {
                 None => self.write_image_raw(&f.config, &f.layers)?.manifest,
             };
             for t in &f.tags {
-                tags.push((t.clone(), manifest.clone()));
+                refs.push(Ref {
+                    kind: RefKind::Tag,
+                    name: t.to_string(),
+                    target: manifest.clone(),
+                });
+            }
+            if f.tags.is_empty() {
+                // Kept by ID (Docker's dangling image), or the next prune would remove it.
+                refs.push(Ref {
+                    kind: RefKind::Untagged,
+                    name: Digest::of(&f.config).hex(),
+                    target: manifest.clone(),
+                });
             }
             out.images.push(LoadedImage {
                 id: Digest::of(&f.config),
@@ -177,7 +189,7 @@ impl Store {
                 tags: f.tags,
             });
         }
-        self.tag_all(&tags)?;
+        self.set_refs(&refs)?;
         for image in &out.images {
             if image.tags.is_empty() {
                 report(LoadEvent::ImageIdLoaded { id: image.id });

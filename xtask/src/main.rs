@@ -7,6 +7,8 @@
 
 mod bench_overlay;
 mod bench_parser;
+mod bench_store;
+mod deps;
 mod shared;
 mod test;
 mod tidy;
@@ -25,11 +27,9 @@ struct Args {
 enum Command {
     /// Run every check CI runs: fmt, clippy, unit/doc tests, conformance, integration suites.
     Test(test::TestArgs),
-    /// Run a benchmark.
-    Bench {
-        #[command(subcommand)]
-        which: Bench,
-    },
+    /// Run a benchmark and report ratios against yardsticks measured in the same run.
+    #[command(subcommand)]
+    Bench(Bench),
 }
 
 #[derive(Debug, Subcommand)]
@@ -38,17 +38,16 @@ enum Bench {
     Parser(bench_parser::ParserBenchArgs),
     /// Diff+commit against image size, unpack against `tar -x`, mount+unmount by depth.
     Overlay,
+    /// The store: ingest (plain, zstd), save and load, peak memory.
+    Store(bench_store::StoreBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command {
         Command::Test(t) => test::run(&t),
-        Command::Bench {
-            which: Bench::Parser(b),
-        } => bench_parser::run(&b),
-        Command::Bench {
-            which: Bench::Overlay,
-        } => bench_overlay::run(),
+        Command::Bench(Bench::Parser(b)) => bench_parser::run(&b),
+        Command::Bench(Bench::Overlay) => bench_overlay::run(),
+        Command::Bench(Bench::Store(b)) => bench_store::run(&b),
     }
 }

@@ -177,6 +177,9 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
 
     match can_run_privileged() {
         Ok(()) => {
+            // The store's interop and integration tests use these (busybox-static makes the
+            // base image; skopeo and umoci read what strata writes).
+            crate::deps::ensure_packages(&["busybox-static", "skopeo", "umoci", "tar"])?;
             // Build first, outside the namespace, so compile errors read plainly.
             run_step(
                 "build privileged suite",

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Args;
 use strata_overlay::Driver;
 
@@ -25,4 +26,34 @@ pub struct GlobalArgs {
         value_name = "DRIVER"
     )]
     pub storage_driver: Option<Driver>,
+}
+
+impl GlobalArgs {
+    /// The store root: `--root`/`STRATA_ROOT`, else `/var/lib/strata` for root, else
+    /// `$XDG_DATA_HOME/strata` (`~/.local/share/strata` when unset).
+    pub fn store_root(&self) -> anyhow::Result<PathBuf> {
+        if let Some(root) = &self.root {
+            return Ok(root.clone());
+        }
+        if rustix::process::geteuid().is_root() {
+            return Ok(PathBuf::from("/var/lib/strata"));
+        }
+        let data = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+            Some(d) => PathBuf::from(d),
+            None => {
+                let home = std::env::var_os("HOME")
+                    .filter(|v| !v.is_empty())
+                    .context("neither --root, STRATA_ROOT, XDG_DATA_HOME nor HOME is set")?;
+                PathBuf::from(home).join(".local").join("share")
+            }
+        };
+        Ok(data.join("strata"))
+    }
+
+    /// Open (creating if needed) the store.
+    pub fn open_store(&self) -> anyhow::Result<strata_store::Store> {
+        let root = self.store_root()?;
+        strata_store::Store::open(&root)
+            .with_context(|| format!("cannot open the store at {}", root.display()))
+    }
 }

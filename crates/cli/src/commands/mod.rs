@@ -1,7 +1,12 @@
 //! One module per subcommand; this file lists them and dispatches.
 
+mod fsck;
+mod images;
 mod lint;
+mod load;
 mod parse;
+mod prune;
+mod save;
 
 use std::io::Read;
 use std::path::Path;
@@ -21,10 +26,20 @@ pub enum Command {
     Parse(parse::ParseArgs),
     /// Check a Dockerfile for common mistakes; exit 1 on any error-level finding.
     Lint(lint::LintArgs),
+    /// List images in the store.
+    Images(images::ImagesArgs),
+    /// Save images to a tar archive (docker-compatible or OCI layout).
+    Save(save::SaveArgs),
+    /// Load images from a tar archive (docker, OCI; plain, gzip or zstd).
+    Load(load::LoadArgs),
+    /// Verify every blob and reference in the store.
+    Fsck(fsck::FsckArgs),
+    /// Remove blobs that no tag, cache record or container references.
+    Prune(prune::PruneArgs),
 }
 
 /// Run one subcommand; the returned code becomes the process's exit code.
-pub fn run(_global: &GlobalArgs, command: Command) -> anyhow::Result<ExitCode> {
+pub fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Version => {
             println!("strata {}", env!("CARGO_PKG_VERSION"));
@@ -32,6 +47,11 @@ pub fn run(_global: &GlobalArgs, command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Parse(args) => parse::run(&args),
         Command::Lint(args) => lint::run(&args),
+        Command::Images(args) => images::run(global, &args),
+        Command::Save(args) => save::run(global, &args),
+        Command::Load(args) => load::run(global, &args),
+        Command::Fsck(args) => fsck::run(global, &args),
+        Command::Prune(args) => prune::run(global, &args),
     }
 }
 

@@ -1,0 +1,62 @@
+//! Small filesystem helpers: durable renames and directory syncs.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// fsync a directory so that a rename or unlink inside it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("sync directory", dir, e))
+}
+
+/// Create a directory (and its parents) private to the owner: store folders must not be
+/// traversable by other users (CVE-2021-41091).
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io("create directory", dir, e))
+}
+
+/// Write `bytes` to `dest` atomically: a temp file in `tmp_dir` (same filesystem), fsync,
+/// rename over `dest`, fsync the destination folder. Readers see the old or the new content,
+/// never a mix.
+pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix("atomic-")
+        .tempfile_in(tmp_dir)
+        .map_err(|e| Error::io("create temp file in", tmp_dir, e))?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|e| Error::io("write", tmp.path(), e))?;
+    tmp.persist(dest)
+        .map_err(|e| Error::io("rename into", dest, e.error))?;
+    if let Some(parent) = dest.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Read a file, refusing anything over `max` bytes (store metadata is small; a huge file
+/// there is damage, not data).
+pub(crate) fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut out = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::io("read", path, e))?;
+    if out.len() as u64 > max {
+        return Err(Error::content(
+            path.display().to_string(),
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(out)
+}

@@ -1,0 +1,351 @@
+//! Refs: the store's only mutable state.
+//!
+//! A ref is a file `refs/<kind>/<encoded name>` holding `{"name": ..., "target": descriptor}`.
+//! Updating one is a single atomic rename under the refs lock. Tag refs are mirrored into
+//! `index.json` (rewritten atomically after every tag change) so OCI tools see the tags.
+//!
+//! File names: the name with every byte outside `[A-Za-z0-9_.-]` (and a leading `.`)
+//! percent-encoded; names whose encoding would exceed 200 bytes are stored as `~` + the sha256
+//! of the name. The name inside the file is authoritative.
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::descriptor::Descriptor;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::fsutil::{read_capped, sync_dir, write_atomic};
+use crate::media;
+use crate::reference::Reference;
+use crate::store::Store;
+
+/// The OCI annotation naming a tag in an index.
+pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// containerd's (and Docker's) annotation carrying the full image name.
+pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
+
+const MAX_ENCODED: usize = 200;
+const MAX_NAME: usize = 4096;
+
+/// The kinds of refs; each is a GC root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RefKind {
+    /// Image tags: a normalised reference -> an image manifest (or index).
+    Tag,
+    /// Build-cache entries: a cache key -> a cache record.
+    Cache,
+    /// Containers: an ID -> a container record.
+    Container,
+    /// Images without a tag (loaded by ID, like Docker's dangling images): the image ID's
+    /// 64 hex digits -> its manifest.
+    Untagged,
+}
+
+impl RefKind {
+    /// Every kind.
+    pub const ALL: [RefKind; 4] = [
+        RefKind::Tag,
+        RefKind::Cache,
+        RefKind::Container,
+        RefKind::Untagged,
+    ];
+
+    /// The folder under `refs/`.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            RefKind::Tag => "tags",
+            RefKind::Cache => "cache",
+            RefKind::Container => "containers",
+            RefKind::Untagged => "untagged",
+        }
+    }
+}
+
+/// One ref: its kind, name and target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ref {
+    /// The kind.
+    pub kind: RefKind,
+    /// The name (a full normalised reference for tags).
+    pub name: String,
+    /// What it points at.
+    pub target: Descriptor,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RefFile {
+    name: String,
+    target: Descriptor,
+}
+
+/// The file name a ref name is stored under.
+pub(crate) fn encode_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for (i, b) in name.bytes().enumerate() {
+        let plain = b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0);
+        if plain {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.len() > MAX_ENCODED {
+        format!("~{}", Digest::of(name.as_bytes()).hex())
+    } else {
+        out
+    }
+}
+
+fn validate(kind: RefKind, name: &str) -> Result<()> {
+    let bad = |reason| Error::InvalidRefName {
+        kind: kind.dir_name(),
+        name: name.chars().take(200).collect(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(bad("empty name"));
+    }
+    if name.len() > MAX_NAME {
+        return Err(bad("name longer than 4096 bytes"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(bad("control characters in name"));
+    }
+    if kind == RefKind::Untagged && Digest::from_hex(name).is_err() {
+        return Err(bad(
+            "an untagged image ref is named by the image ID's 64 hex digits",
+        ));
+    }
+    if kind == RefKind::Tag {
+        match Reference::parse(name) {
+            Ok(r) if r.to_string() == name => {}
+            _ => return Err(bad("a tag ref is a full normalised image reference")),
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    fn ref_path(&self, kind: RefKind, name: &str) -> PathBuf {
+        self.paths
+            .refs
+            .join(kind.dir_name())
+            .join(encode_name(name))
+    }
+
+    /// Point a ref at a blob (which must be in the store).
+    pub fn set_ref(&self, kind: RefKind, name: &str, target: &Descriptor) -> Result<()> {
+        self.set_refs(&[Ref {
+            kind,
+            name: name.to_string(),
+            target: target.clone(),
+        }])
+    }
+
+    /// Point several refs at once under one lock; `index.json` is rewritten once. Each ref
+    /// changes atomically; after a crash some of a batch may be updated and others not.
+    pub fn set_refs(&self, refs: &[Ref]) -> Result<()> {
+        for r in refs {
+            validate(r.kind, &r.name)?;
+        }
+        let _lock = self.lock_refs(true)?;
+        // Checked under the lock: GC sweeps while holding it, so a blob seen here stays.
+        for r in refs {
+            if !self.has_blob(&r.target.digest) {
+                return Err(Error::BlobNotFound {
+                    digest: r.target.digest,
+                });
+            }
+        }
+        for r in refs {
+            let body = serde_json::to_vec(&RefFile {
+                name: r.name.clone(),
+                target: r.target.clone(),
+            })
+            .map_err(|e| Error::json("ref", e))?;
+            write_atomic(&self.paths.ingest, &self.ref_path(r.kind, &r.name), &body)?;
+        }
+        if refs.iter().any(|r| r.kind == RefKind::Tag) {
+            self.write_index_locked()?;
+        }
+        Ok(())
+    }
+
+    /// Remove a ref; returns whether it existed.
+    pub fn remove_ref(&self, kind: RefKind, name: &str) -> Result<bool> {
+        let _lock = self.lock_refs(true)?;
+        self.remove_ref_locked(kind, name)
+    }
+
+    pub(crate) fn remove_ref_locked(&self, kind: RefKind, name: &str) -> Result<bool> {
+        let path = self.ref_path(kind, name);
+        let existed = match fs::remove_file(&path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(Error::io("remove", path, e)),
+        };
+        if existed {
+            sync_dir(&self.paths.refs.join(kind.dir_name()))?;
+            if kind == RefKind::Tag {
+                self.write_index_locked()?;
+            }
+        }
+        Ok(existed)
+    }
+
+    /// The target of a ref, if it exists.
+    pub fn get_ref(&self, kind: RefKind, name: &str) -> Result<Option<Descriptor>> {
+        let _lock = self.lock_refs(false)?;
+        let path = self.ref_path(kind, name);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let file = read_ref_file(&path)?;
+        Ok((file.name == name).then_some(file.target))
+    }
+
+    /// Every ref of one kind, sorted by name.
+    pub fn list_refs(&self, kind: RefKind) -> Result<Vec<Ref>> {
+        let _lock = self.lock_refs(false)?;
+        self.list_refs_locked(kind)
+    }
+
+    pub(crate) fn list_refs_locked(&self, kind: RefKind) -> Result<Vec<Ref>> {
+        let dir = self.paths.refs.join(kind.dir_name());
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
+            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+            let file = read_ref_file(&entry.path())?;
+            out.push(Ref {
+                kind,
+                name: file.name,
+                target: file.target,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Every ref of every kind.
+    pub fn all_refs(&self) -> Result<Vec<Ref>> {
+        let _lock = self.lock_refs(false)?;
+        let mut out = Vec::new();
+        for kind in RefKind::ALL {
+            out.extend(self.list_refs_locked(kind)?);
+        }
+        Ok(out)
+    }
+
+    /// The `index.json` the tag refs call for (deterministic: sorted by name, sorted keys).
+    pub(crate) fn index_json_for(tags: &[Ref]) -> Vec<u8> {
+        let manifests: Vec<serde_json::Value> = tags
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "mediaType": r.target.media_type,
+                    "digest": r.target.digest.to_string(),
+                    "size": r.target.size,
+                    "annotations": {
+                        ANNOTATION_REF_NAME: r.name,
+                        ANNOTATION_IMAGE_NAME: r.name,
+                    },
+                })
+            })
+            .collect();
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_INDEX,
+            "manifests": manifests,
+        });
+        serde_json::to_vec(&index).expect("a JSON value always serialises")
+    }
+
+    pub(crate) fn write_index_locked(&self) -> Result<()> {
+        let tags = self.list_refs_locked(RefKind::Tag)?;
+        write_atomic(
+            &self.paths.ingest,
+            &self.paths.index_json(),
+            &Self::index_json_for(&tags),
+        )
+    }
+}
+
+fn read_ref_file(path: &std::path::Path) -> Result<RefFile> {
+    let bytes = read_capped(path, 64 << 10)?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::json(format!("ref {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn names_encode_to_safe_file_names() {
+        assert_eq!(encode_name("abc_1.2-x"), "abc_1.2-x");
+        assert_eq!(
+            encode_name("docker.io/library/busybox:latest"),
+            "docker.io%2Flibrary%2Fbusybox%3Alatest"
+        );
+        assert_eq!(encode_name(".."), "%2E.");
+        assert_eq!(encode_name("%"), "%25");
+        let long = "a/".repeat(200);
+        let e = encode_name(&long);
+        assert!(e.starts_with('~') && e.len() == 65);
+    }
+
+    proptest! {
+        #[test]
+        fn encoded_names_are_single_safe_components_and_distinct(
+            a in "\\PC{1,80}", b in "\\PC{1,80}"
+        ) {
+            let ea = encode_name(&a);
+            prop_assert!(!ea.contains('/') && ea != "." && ea != ".." && !ea.is_empty());
+            prop_assert!(ea.len() <= 255);
+            if a != b { prop_assert_ne!(ea, encode_name(&b)); }
+        }
+    }
+
+    #[test]
+    fn refs_round_trip_and_tags_mirror_into_index_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let blob = s.write_blob(b"{}").unwrap();
+        let target = Descriptor::new(media::OCI_MANIFEST, blob.digest, blob.size);
+        let name = "docker.io/library/busybox:latest";
+        s.set_ref(RefKind::Tag, name, &target).unwrap();
+        s.set_ref(RefKind::Cache, "k1", &target).unwrap();
+        assert_eq!(s.get_ref(RefKind::Tag, name).unwrap(), Some(target.clone()));
+        assert_eq!(s.list_refs(RefKind::Cache).unwrap().len(), 1);
+        let index: serde_json::Value =
+            serde_json::from_slice(&fs::read(s.root().join("index.json")).unwrap()).unwrap();
+        assert_eq!(
+            index["manifests"][0]["annotations"][ANNOTATION_REF_NAME],
+            name
+        );
+        assert!(s.remove_ref(RefKind::Tag, name).unwrap());
+        assert!(!s.remove_ref(RefKind::Tag, name).unwrap());
+        let index: serde_json::Value =
+            serde_json::from_slice(&fs::read(s.root().join("index.json")).unwrap()).unwrap();
+        assert_eq!(index["manifests"].as_array().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn bad_ref_names_and_missing_targets_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let blob = s.write_blob(b"x").unwrap();
+        let target = Descriptor::new(media::OCI_MANIFEST, blob.digest, blob.size);
+        assert!(s.set_ref(RefKind::Tag, "busybox", &target).is_err());
+        assert!(s.set_ref(RefKind::Cache, "", &target).is_err());
+        assert!(s.set_ref(RefKind::Cache, "a\nb", &target).is_err());
+        let missing = Descriptor::new(media::OCI_MANIFEST, Digest::of(b"nope"), 4);
+        assert!(matches!(
+            s.set_ref(RefKind::Cache, "k", &missing),
+            Err(Error::BlobNotFound { .. })
+        ));
+    }
+}

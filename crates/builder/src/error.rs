@@ -143,6 +143,10 @@ pub enum Error {
         value: String,
     },
 
+    /// A snapshotter operation failed (mounts, layer folders, in-root resolution).
+    #[error(transparent)]
+    Overlay(#[from] strata_overlay::Error),
+
     /// A stored cache record that cannot be read.
     #[error("invalid cache record")]
     CacheRecord {

@@ -18,7 +18,6 @@ pub mod cachekey;
 pub mod context;
 mod error;
 pub mod exec;
-mod inroot;
 pub mod platform;
 pub mod progress;
 pub mod user;

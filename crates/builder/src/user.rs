@@ -19,12 +19,11 @@
 //! with in-root resolution, must be regular files and are read up to 10 MiB.
 
 use std::io::Read;
-use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use rustix::fs::OFlags;
+use rustix::fs::{Mode, OFlags};
+use strata_overlay::in_root::{Follow, Root};
 
-use crate::inroot::{open_in_root, open_root};
 use crate::Error;
 
 /// The most we read of `/etc/passwd` or `/etc/group` (BuildKit's and moby/sys's cap).
@@ -152,7 +151,7 @@ impl UserFiles {
     /// both inside it. A missing file is `None`; a file that is not regular or is larger
     /// than [`USER_FILE_LIMIT`] is an error.
     pub fn read(rootfs: &Path) -> Result<Self, Error> {
-        let root = open_root(rootfs).map_err(|e| Error::io("open", rootfs, e))?;
+        let root = Root::open(rootfs)?;
         Ok(UserFiles {
             passwd: read_user_file(&root, rootfs, "etc/passwd")?.map(|t| parse_passwd(&t)),
             group: read_user_file(&root, rootfs, "etc/group")?.map(|t| parse_group(&t)),
@@ -184,18 +183,25 @@ impl UserFiles {
 }
 
 /// Reads one user database file inside the root, with the checks described on [`UserFiles`].
-fn read_user_file(root: &OwnedFd, rootfs: &Path, rel: &str) -> Result<Option<Vec<u8>>, Error> {
+fn read_user_file(root: &Root, rootfs: &Path, rel: &str) -> Result<Option<Vec<u8>>, Error> {
     let path = rootfs.join(rel);
     // O_NONBLOCK: opening a FIFO planted at /etc/passwd must not hang the build.
-    let fd = match open_in_root(
-        root,
-        rel,
+    let fd = match root.open_at(
+        Path::new(rel),
         OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK,
+        Mode::empty(),
+        Follow::InRoot,
     ) {
         Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(None),
-        Err(e) => return Err(Error::io("open", path, e)),
+        Err(strata_overlay::Error::Io { source, .. })
+            if matches!(source.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) =>
+        {
+            return Ok(None)
+        }
+        Err(strata_overlay::Error::Io { source, .. }) => {
+            return Err(Error::io("open", path, source))
+        }
+        Err(e) => return Err(e.into()),
     };
     let file = std::fs::File::from(fd);
     let meta = file.metadata().map_err(|e| Error::io("stat", &path, e))?;

@@ -47,7 +47,7 @@ mod stubs;
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -62,7 +62,6 @@ pub use cancel::CancelToken;
 pub use output::{OutputSink, Stream, MAX_LINE};
 pub use spec::{Mount, MountKind, NetworkMode, ProcessSpec, DEFAULT_PATH, DEFAULT_SECRET_MODE};
 
-use crate::inroot::open_root;
 use crate::Error;
 use child::{ChildFds, ChildMount, ChildPlan, ExecArrays, Op, Report, Stage, REPORT_SIZE};
 use output::LineSplitter;
@@ -142,9 +141,9 @@ pub fn run(
     spec.validate()?;
     let rootfs =
         std::fs::canonicalize(&spec.rootfs).map_err(|e| Error::io("resolve", &spec.rootfs, e))?;
-    let root = open_root(&rootfs).map_err(|e| Error::io("open", &rootfs, e))?;
+    let root = strata_overlay::in_root::Root::open(&rootfs)?;
     let mut stubs = Stubs::new();
-    let mounts = prepare_mounts(spec, &root, &mut stubs)?;
+    let mounts = prepare_mounts(spec, root.fd(), &mut stubs)?;
     let plan = build_plan(spec, &rootfs, mounts)?;
     let status = supervise(&plan, sink, cancel);
     let kept_stubs = stubs.remove_all();
@@ -171,7 +170,7 @@ fn canonical_source(path: &Path) -> Result<PathBuf, Error> {
 /// Creates the targets in the root (recording stubs) and lists the mounts for the child.
 fn prepare_mounts(
     spec: &ProcessSpec,
-    root: &OwnedFd,
+    root: BorrowedFd<'_>,
     stubs: &mut Stubs,
 ) -> Result<Vec<ChildMount>, Error> {
     let mut ensure = |target: &str, kind: TargetKind| -> Result<Target, Error> {

@@ -15,7 +15,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
@@ -61,7 +61,7 @@ pub(crate) struct Stubs {
     created: Vec<Stub>,
 }
 
-fn in_root(root: &OwnedFd, rel: &str, flags: OFlags) -> io::Result<OwnedFd> {
+fn in_root(root: BorrowedFd<'_>, rel: &str, flags: OFlags) -> io::Result<OwnedFd> {
     let rel = if rel.is_empty() { "." } else { rel };
     Ok(rustix::fs::openat2(
         root,
@@ -82,7 +82,7 @@ impl Stubs {
     /// directories on the way and the final entry, and recording every creation.
     pub(crate) fn ensure(
         &mut self,
-        root: &OwnedFd,
+        root: BorrowedFd<'_>,
         path: &str,
         kind: TargetKind,
     ) -> io::Result<Target> {
@@ -215,9 +215,9 @@ fn remove_stub(stub: &Stub) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inroot::open_root;
     use std::os::unix::fs::symlink;
     use std::path::Path;
+    use strata_overlay::in_root::Root;
 
     fn tree(root: &Path) -> Vec<String> {
         let mut out = Vec::new();
@@ -240,14 +240,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("run")).unwrap();
         std::fs::write(dir.path().join("run/keep"), "x").unwrap();
-        let root = open_root(dir.path()).unwrap();
+        let root = Root::open(dir.path()).unwrap();
         let mut stubs = Stubs::new();
         let t = stubs
-            .ensure(&root, "/run/secrets/token", TargetKind::File)
+            .ensure(root.fd(), "/run/secrets/token", TargetKind::File)
             .unwrap();
         assert_eq!(t, Target::Ready);
-        stubs.ensure(&root, "/proc", TargetKind::Dir).unwrap();
-        stubs.ensure(&root, "/run", TargetKind::Dir).unwrap();
+        stubs.ensure(root.fd(), "/proc", TargetKind::Dir).unwrap();
+        stubs.ensure(root.fd(), "/run", TargetKind::Dir).unwrap();
         assert_eq!(
             stubs.paths(),
             ["/run/secrets", "/run/secrets/token", "/proc"]
@@ -264,10 +264,10 @@ mod tests {
         std::fs::create_dir(dir.path().join("real-etc")).unwrap();
         // /etc -> absolute path on the host: in the root it means /<that path>.
         symlink(outside.path(), dir.path().join("etc")).unwrap();
-        let root = open_root(dir.path()).unwrap();
+        let root = Root::open(dir.path()).unwrap();
         let mut stubs = Stubs::new();
         let t = stubs
-            .ensure(&root, "/etc/resolv.conf", TargetKind::File)
+            .ensure(root.fd(), "/etc/resolv.conf", TargetKind::File)
             .unwrap();
         assert_eq!(t, Target::DanglingSymlink);
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
@@ -275,7 +275,7 @@ mod tests {
         std::fs::remove_file(dir.path().join("etc")).unwrap();
         symlink("/real-etc", dir.path().join("etc")).unwrap();
         let t = stubs
-            .ensure(&root, "/etc/resolv.conf", TargetKind::File)
+            .ensure(root.fd(), "/etc/resolv.conf", TargetKind::File)
             .unwrap();
         assert_eq!(t, Target::Ready);
         assert!(dir.path().join("real-etc/resolv.conf").is_file());
@@ -287,10 +287,10 @@ mod tests {
     #[test]
     fn a_replaced_or_filled_stub_is_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let root = open_root(dir.path()).unwrap();
+        let root = Root::open(dir.path()).unwrap();
         let mut stubs = Stubs::new();
-        stubs.ensure(&root, "/a/f", TargetKind::File).unwrap();
-        stubs.ensure(&root, "/b", TargetKind::Dir).unwrap();
+        stubs.ensure(root.fd(), "/a/f", TargetKind::File).unwrap();
+        stubs.ensure(root.fd(), "/b", TargetKind::Dir).unwrap();
         // The "step" replaces the file stub by another empty file (a new inode, since it
         // exists before the rename) and writes into the dir stub.
         std::fs::write(dir.path().join("a/theirs"), "").unwrap();
@@ -304,9 +304,11 @@ mod tests {
     fn removal_follows_a_moved_directory_instead_of_the_path() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("etc")).unwrap();
-        let root = open_root(dir.path()).unwrap();
+        let root = Root::open(dir.path()).unwrap();
         let mut stubs = Stubs::new();
-        stubs.ensure(&root, "/etc/hosts", TargetKind::File).unwrap();
+        stubs
+            .ensure(root.fd(), "/etc/hosts", TargetKind::File)
+            .unwrap();
         // The step moves /etc away and puts a symlink to somewhere else in its place.
         std::fs::rename(dir.path().join("etc"), dir.path().join("etc2")).unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
@@ -322,12 +324,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("proc"), "").unwrap();
         std::fs::create_dir(dir.path().join("secret")).unwrap();
-        let root = open_root(dir.path()).unwrap();
+        let root = Root::open(dir.path()).unwrap();
         let mut stubs = Stubs::new();
-        let e = stubs.ensure(&root, "/proc", TargetKind::Dir).unwrap_err();
+        let e = stubs
+            .ensure(root.fd(), "/proc", TargetKind::Dir)
+            .unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR));
         let e = stubs
-            .ensure(&root, "/secret", TargetKind::File)
+            .ensure(root.fd(), "/secret", TargetKind::File)
             .unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EISDIR));
         assert!(stubs.paths().is_empty());

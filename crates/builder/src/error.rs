@@ -147,6 +147,133 @@ pub enum Error {
     #[error(transparent)]
     Overlay(#[from] strata_overlay::Error),
 
+    /// The Dockerfile (or a `--change` instruction) does not parse or does not expand.
+    #[error(transparent)]
+    Parse(#[from] strata_parser::ParseError),
+
+    /// A store operation failed (blobs, refs, images, layers).
+    #[error(transparent)]
+    Store(#[from] strata_store::Error),
+
+    /// An instruction handed to the config editor is not a config change.
+    #[error("{instruction} on line {line} is not a config change")]
+    NotAConfigInstruction {
+        /// The instruction's keyword.
+        instruction: &'static str,
+        /// Its line.
+        line: usize,
+    },
+
+    /// An instruction whose values cannot be used.
+    #[error("{instruction} on line {line}: {problem}")]
+    InvalidInstruction {
+        /// The line of the instruction.
+        line: usize,
+        /// Its keyword.
+        instruction: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+
+    /// A `--change` instruction (import, commit) that cannot be used.
+    #[error("invalid change {change:?}: {reason}")]
+    InvalidChange {
+        /// The change as given.
+        change: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A stage's base image (or a `--from` image) is not in the store.
+    #[error("{what} {name:?} on line {line}: no such image in the store; load it with `strata load -i ARCHIVE` or make it with `strata import TARBALL {name}` (pulling from registries is not supported yet)")]
+    ImageNotFound {
+        /// Where it was named (`FROM`, `COPY --from`, `RUN --mount from`).
+        what: &'static str,
+        /// The image name as written (after expansion).
+        name: String,
+        /// The line that names it.
+        line: usize,
+    },
+
+    /// Stages that depend on each other in a circle.
+    #[error("circular dependency between stages: {cycle}")]
+    CircularDependency {
+        /// The stages on the circle, `a -> b -> a`.
+        cycle: String,
+    },
+
+    /// A stage would stack more filesystem layers than overlayfs can mount.
+    #[error("stage {stage} would stack {count} filesystem layers ({base} from its base, {own} from RUN/COPY/ADD), more than the {max} overlayfs can mount; merge some of its RUN/COPY/ADD instructions into fewer ({lines})")]
+    TooManyLayers {
+        /// The stage's name or index.
+        stage: String,
+        /// The layers it would reach.
+        count: usize,
+        /// Of those, the layers of its base.
+        base: usize,
+        /// Of those, its own layer-making instructions.
+        own: usize,
+        /// The limit.
+        max: usize,
+        /// The lines of its layer-making instructions, summarised.
+        lines: String,
+    },
+
+    /// A RUN step's command exited with a non-zero status.
+    #[error("RUN {command} returned exit code {code}")]
+    RunFailed {
+        /// The command as written in the Dockerfile.
+        command: String,
+        /// Its exit code (128 + signal when killed by a signal).
+        code: i32,
+    },
+
+    /// A feature the build uses that strata does not offer (yet).
+    #[error("{what} is not supported{hint}")]
+    Unsupported {
+        /// The feature.
+        what: String,
+        /// A suggestion, starting with `: ` (or empty).
+        hint: String,
+    },
+
+    /// A secret a RUN step needs was not given.
+    #[error("secret {id:?} is required by the RUN on line {line} but was not given; pass it with --secret id={id},src=FILE")]
+    SecretNotFound {
+        /// The secret's id.
+        id: String,
+        /// The RUN's line.
+        line: usize,
+    },
+
+    /// A `--secret` or other build option that cannot be used.
+    #[error("invalid {option} {value:?}: {reason}")]
+    InvalidOption {
+        /// The option (`--secret`, `--build-arg`).
+        option: &'static str,
+        /// The value as given.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// Lint findings made fatal by `# check=error=true` (or error-level findings).
+    #[error("lint violation found for rules: {rules}")]
+    Lint {
+        /// The rules that fired, comma-separated.
+        rules: String,
+    },
+
+    /// One step of the build failed; the cause is the source.
+    #[error("{step}")]
+    Step {
+        /// The step, as progress shows it (`[build 2/5] RUN make`).
+        step: String,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
+    },
+
     /// A stored cache record that cannot be read.
     #[error("invalid cache record")]
     CacheRecord {

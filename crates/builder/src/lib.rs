@@ -16,10 +16,16 @@
 
 pub mod cachekey;
 pub mod context;
+pub mod engine;
 mod error;
 pub mod exec;
+mod gofmt;
+pub mod imageconfig;
+pub mod plan;
 pub mod platform;
 pub mod progress;
+pub mod timefmt;
 pub mod user;
 
+pub use engine::{Engine, LayerRef, PruneOptions, PruneReport};
 pub use error::Error;

@@ -14,6 +14,8 @@
 //! - [`progress`]: build events and the [`progress::Reporter`] trait;
 //! - [`platform`]: the host platform and the automatic platform build args.
 
+mod build;
+pub mod cache;
 pub mod cachekey;
 pub mod context;
 pub mod engine;
@@ -21,11 +23,15 @@ mod error;
 pub mod exec;
 mod gofmt;
 pub mod imageconfig;
+pub mod logs;
 pub mod plan;
 pub mod platform;
 pub mod progress;
+pub mod runstep;
 pub mod timefmt;
 pub mod user;
 
+pub use build::{error_text, random_hex, BuildOptions, BuildResult, SecretSpec, StepOutcome};
 pub use engine::{Engine, LayerRef, PruneOptions, PruneReport};
 pub use error::Error;
+pub use runstep::SecretSource;

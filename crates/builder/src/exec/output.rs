@@ -18,6 +18,13 @@ pub trait OutputSink {
     /// [`MAX_LINE`] arrives in pieces of at most that size; a last line without a newline
     /// arrives when the stream ends.
     fn line(&mut self, stream: Stream, line: &[u8]);
+
+    /// A piece of a line longer than [`MAX_LINE`] that the line continues after; the rest
+    /// comes in later calls (the last part through [`OutputSink::line`]). Sinks that keep
+    /// output whole (log files) join the pieces; by default a piece is handed on as a line.
+    fn piece(&mut self, stream: Stream, piece: &[u8]) {
+        self.line(stream, piece);
+    }
 }
 
 /// The longest piece of a line the executor buffers before handing it on, so a process
@@ -62,7 +69,7 @@ impl LineSplitter {
         while self.pending.len() + part.len() > MAX_LINE {
             let room = MAX_LINE - self.pending.len();
             self.pending.extend_from_slice(&part[..room]);
-            sink.line(self.stream, &self.pending);
+            sink.piece(self.stream, &self.pending);
             self.pending.clear();
             part = &part[room..];
         }
@@ -94,6 +101,38 @@ mod tests {
         fn line(&mut self, stream: Stream, line: &[u8]) {
             self.0.push((stream, line.to_vec()));
         }
+    }
+
+    /// Joins pieces back into whole lines.
+    #[derive(Default)]
+    struct Whole {
+        lines: Vec<Vec<u8>>,
+        partial: Vec<u8>,
+    }
+
+    impl OutputSink for Whole {
+        fn line(&mut self, _: Stream, line: &[u8]) {
+            self.partial.extend_from_slice(line);
+            self.lines.push(std::mem::take(&mut self.partial));
+        }
+        fn piece(&mut self, _: Stream, piece: &[u8]) {
+            self.partial.extend_from_slice(piece);
+        }
+    }
+
+    #[test]
+    fn pieces_say_that_the_line_goes_on() {
+        let mut sink = Whole::default();
+        let mut splitter = LineSplitter::new(Stream::Stdout);
+        let mut data = vec![b'y'; MAX_LINE];
+        data.push(b'\n');
+        data.extend(vec![b'z'; MAX_LINE * 2 + 1]);
+        data.push(b'\n');
+        splitter.feed(&data, &mut sink);
+        splitter.finish(&mut sink);
+        assert_eq!(sink.lines.len(), 2);
+        assert_eq!(sink.lines[0].len(), MAX_LINE);
+        assert_eq!(sink.lines[1].len(), MAX_LINE * 2 + 1);
     }
 
     fn split(chunks: &[&[u8]]) -> Vec<Vec<u8>> {

@@ -1,0 +1,1276 @@
+//! A build, from Dockerfile text and a context folder to a tagged image.
+//!
+//! [`Engine::build`] parses the Dockerfile, reports its lint findings, plans the stages the
+//! target needs (see [`crate::plan`]), and builds them: each stage on its own task of the
+//! current rayon pool, a stage starting as soon as the stages it needs are done, so
+//! independent stages run at the same time and a stage used by several is built once. Inside
+//! a stage the instructions run in order:
+//!
+//! - metadata instructions change the config ([`crate::imageconfig`]) and add a history entry
+//!   with `empty_layer: true`;
+//! - RUN, COPY, ADD and WORKDIR (when it creates a folder) are steps with a cache key. A hit
+//!   reuses the recorded layer and history entry; a miss prepares a writable snapshot on the
+//!   stage's layers, mounts it, runs the step, diffs the upper dir straight into the store's
+//!   layer writer (one pass: diffID, compression, digest) and commits the snapshot under the
+//!   new chainID. A step that changes nothing makes no layer (`empty_layer: true`, as
+//!   BuildKit). A failing step commits nothing and the build stops; Ctrl-C (the
+//!   [`CancelToken`]) kills the step's processes, unmounts and removes its snapshot.
+//!
+//! The image (config + manifest) is written when every stage is done; tags last, so a failed
+//! build tags nothing. An untagged result is kept under an `untagged/<id>` ref, like Docker's
+//! dangling images.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use sha2::{Digest as _, Sha256};
+use strata_overlay::TarOptions;
+use strata_parser::lint::Severity;
+use strata_parser::scope::{global_scope, StageScope};
+use strata_parser::shell::{expand_word, Env, Lookup};
+use strata_parser::{ArgCommand, ArgDef, Dockerfile, Instruction, InstructionKind, MountType};
+use strata_store::{Compression, Digest, Image, ImageConfig, RefKind, Reference};
+
+use crate::cache::{self, LastBuilds, StepRecord};
+use crate::cachekey::{KeyInputs, OpKind, Parent};
+use crate::context::{read_ignore_file, ContextIndex, PatternMatcher};
+use crate::engine::{chain_name, Engine, LayerRef};
+use crate::exec::{CancelToken, NetworkMode};
+use crate::imageconfig::{
+    apply_instruction, edit_exec_config, ensure_default_path, env_pairs, exec_config,
+    history_entry, normalize_created, push_history, ApplyState,
+};
+use crate::logs::{BuildLogs, StepSink};
+use crate::plan::{plan, resolve_from, Base, FromRef, Plan, StagePlan};
+use crate::platform::{is_proxy_arg, platform_args, Platform};
+use crate::progress::{BuildSummary, Event, Reporter, StepId, StepInfo};
+use crate::runstep::{self, BindFrom, RunContext, RunEnv, SecretSource};
+use crate::timefmt::{now_secs, rfc3339};
+use crate::user::resolve_chown_in;
+use crate::Error;
+
+/// A secret a build may mount into RUN steps (`--secret id=...,src=...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSpec {
+    /// The id RUN mounts ask for.
+    pub id: String,
+    /// Where the value comes from.
+    pub source: SecretSource,
+}
+
+impl SecretSpec {
+    /// Parses Docker's `--secret` syntax: `id=NAME,src=FILE` (or `source=`), `id=NAME,env=VAR`,
+    /// with an optional `type=file|env`; `id=NAME` alone reads the environment variable NAME
+    /// when it is set, else the file NAME.
+    pub fn parse(spec: &str) -> Result<SecretSpec, Error> {
+        let bad = |reason: &str| Error::InvalidOption {
+            option: "--secret",
+            value: spec.to_string(),
+            reason: reason.to_string(),
+        };
+        let (mut id, mut src, mut env, mut typ) = (None, None, None, None);
+        for field in spec.split(',') {
+            let (k, v) = field
+                .split_once('=')
+                .ok_or_else(|| bad("fields are key=value"))?;
+            match k.trim().to_ascii_lowercase().as_str() {
+                "id" => id = Some(v.to_string()),
+                "src" | "source" => src = Some(v.to_string()),
+                "env" => env = Some(v.to_string()),
+                "type" => typ = Some(v.to_ascii_lowercase()),
+                other => return Err(bad(&format!("unknown field {other:?}"))),
+            }
+        }
+        let id = id
+            .or_else(|| {
+                src.as_deref()
+                    .and_then(|s| s.rsplit('/').next())
+                    .map(str::to_string)
+            })
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| bad("id= is missing"))?;
+        let source = match (typ.as_deref(), src, env) {
+            (Some("env"), None, None) => SecretSource::Env(id.clone()),
+            (Some("env"), _, Some(var)) | (None, None, Some(var)) => SecretSource::Env(var),
+            (Some("env"), Some(var), None) => SecretSource::Env(var),
+            (Some("file") | None, Some(path), None) => SecretSource::File(PathBuf::from(path)),
+            (Some("file"), None, None) => SecretSource::File(PathBuf::from(&id)),
+            (None, None, None) => {
+                if std::env::var_os(&id).is_some() {
+                    SecretSource::Env(id.clone())
+                } else {
+                    SecretSource::File(PathBuf::from(&id))
+                }
+            }
+            (Some(t), _, _) if t != "env" && t != "file" => {
+                return Err(bad("type must be file or env"))
+            }
+            _ => return Err(bad("give either src= or env=, not both")),
+        };
+        if let SecretSource::File(path) = &source {
+            if !path.is_file() {
+                return Err(bad(&format!("{} is not a readable file", path.display())));
+            }
+        }
+        Ok(SecretSpec { id, source })
+    }
+}
+
+/// What to build and how.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The Dockerfile's text.
+    pub dockerfile: String,
+    /// Where the Dockerfile was read from (`None`: standard input). Used to find
+    /// `<Dockerfile>.dockerignore` and to recognise later builds of the same file.
+    pub dockerfile_path: Option<PathBuf>,
+    /// The build context folder.
+    pub context: PathBuf,
+    /// `--build-arg` values, in order (later ones win).
+    pub build_args: Vec<(String, String)>,
+    /// `--target`: the stage to build (default: the last).
+    pub target: Option<String>,
+    /// `-t`: tags for the result, applied once everything is stored.
+    pub tags: Vec<String>,
+    /// `--label`: labels added to the result's config.
+    pub labels: Vec<(String, String)>,
+    /// `--no-cache`: run every step (results are still recorded).
+    pub no_cache: bool,
+    /// `--no-cache-filter`: run every step of these stages (names or indexes).
+    pub no_cache_filter: Vec<String>,
+    /// Network of RUN steps that do not say (`--network`).
+    pub network: NetworkMode,
+    /// `--secret`s.
+    pub secrets: Vec<SecretSpec>,
+    /// `--source-date-epoch` (or `SOURCE_DATE_EPOCH`): clamps new layers' file times and sets
+    /// the config and history dates, for reproducible images.
+    pub source_date_epoch: Option<i64>,
+    /// Compression of new layers.
+    pub compression: Compression,
+}
+
+impl BuildOptions {
+    /// Options to build `dockerfile` in `context` with the defaults.
+    pub fn new(dockerfile: impl Into<String>, context: impl Into<PathBuf>) -> Self {
+        BuildOptions {
+            dockerfile: dockerfile.into(),
+            dockerfile_path: None,
+            context: context.into(),
+            build_args: Vec::new(),
+            target: None,
+            tags: Vec::new(),
+            labels: Vec::new(),
+            no_cache: false,
+            no_cache_filter: Vec::new(),
+            network: NetworkMode::Host,
+            secrets: Vec::new(),
+            source_date_epoch: None,
+            compression: Compression::Zstd,
+        }
+    }
+}
+
+/// How one step went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepOutcome {
+    /// The step.
+    pub id: StepId,
+    /// As progress shows it: `[build 2/5] RUN make`.
+    pub label: String,
+    /// Answered from the cache.
+    pub cached: bool,
+    /// For a miss: why.
+    pub reason: Option<String>,
+}
+
+/// The result of a build.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    /// The image (its ID is `image.id()`).
+    pub image: Image,
+    /// The tags it got.
+    pub tags: Vec<Reference>,
+    /// The numbers.
+    pub summary: BuildSummary,
+    /// Every step with its cache outcome, in step order.
+    pub steps: Vec<StepOutcome>,
+    /// Where the steps' full logs are.
+    pub log_dir: PathBuf,
+    /// Warnings reported (lints, unused build args).
+    pub warnings: Vec<String>,
+}
+
+/// A random 16-hex-digit name part (process id, time and a counter, hashed).
+pub fn random_hex() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let seed = format!(
+        "{}-{nanos}-{}-{:?}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        std::thread::current().id()
+    );
+    hex::encode(&Sha256::digest(seed.as_bytes())[..8])
+}
+
+/// The state of a stage as its instructions run; a finished stage's state is what stages
+/// built on it start from.
+#[derive(Debug, Clone)]
+struct StageState {
+    config: ImageConfig,
+    layers: Vec<LayerRef>,
+    /// What the next layer step builds on (cache-key chaining).
+    parent: Parent,
+    scope: StageScope,
+    apply: ApplyState,
+}
+
+/// One running build.
+struct Build<'a> {
+    engine: &'a Engine,
+    opts: &'a BuildOptions,
+    df: Dockerfile,
+    plan: Plan,
+    reporter: &'a dyn Reporter,
+    cancel: CancelToken,
+    platform: String,
+    context: Option<ContextIndex>,
+    context_filtered: bool,
+    logs: BuildLogs,
+    last: LastBuilds,
+    epoch: Option<i64>,
+    build_args: Vec<(String, String)>,
+    secrets: BTreeMap<String, SecretSource>,
+    scratch: PathBuf,
+    consumed: Mutex<BTreeSet<String>>,
+    results: Mutex<Vec<Option<Arc<StageState>>>>,
+    outcomes: Mutex<BTreeMap<StepId, StepOutcome>>,
+}
+
+impl Engine {
+    /// Builds `opts.dockerfile` in `opts.context`, reporting progress to `reporter`.
+    ///
+    /// Stages run in parallel on the current rayon pool (the caller sizes it: `--jobs`).
+    /// When a step fails, `cancel` is cancelled so that steps running in parallel stages stop
+    /// too; Ctrl-C handlers cancel it from outside. Nothing is tagged unless the whole build
+    /// succeeds.
+    pub fn build(
+        &self,
+        opts: &BuildOptions,
+        reporter: &dyn Reporter,
+        cancel: &CancelToken,
+    ) -> Result<BuildResult, Error> {
+        let started = Instant::now();
+        let result = self.build_inner(opts, reporter, cancel, started);
+        match &result {
+            Ok(r) => reporter.report(&Event::BuildFinished(r.summary.clone())),
+            Err(e) => reporter.report(&Event::BuildFailed {
+                message: error_text(e),
+                duration: started.elapsed(),
+            }),
+        }
+        result
+    }
+
+    fn build_inner(
+        &self,
+        opts: &BuildOptions,
+        reporter: &dyn Reporter,
+        cancel: &CancelToken,
+        started: Instant,
+    ) -> Result<BuildResult, Error> {
+        let tags: Vec<Reference> = opts
+            .tags
+            .iter()
+            .map(|t| Reference::parse(t))
+            .collect::<Result<_, _>>()?;
+        let df = strata_parser::parse(&opts.dockerfile)?;
+        let mut warnings = Vec::new();
+        let lints = strata_parser::lint::lint(&df);
+        for l in &lints {
+            let text = format!("{}: {} (line {})", l.rule, l.message, l.span.start_line);
+            reporter.report(&Event::Warning {
+                step: None,
+                message: text.clone(),
+            });
+            warnings.push(text);
+        }
+
+        // Build args: later values win; SOURCE_DATE_EPOCH is one of them.
+        let mut build_args: Vec<(String, String)> = Vec::new();
+        for (k, v) in &opts.build_args {
+            build_args.retain(|(name, _)| name != k);
+            build_args.push((k.clone(), v.clone()));
+        }
+        let epoch = match opts.source_date_epoch {
+            Some(e) => Some(e),
+            None => match build_args.lookup("SOURCE_DATE_EPOCH") {
+                Some(v) => Some(v.trim().parse::<i64>().map_err(|_| Error::InvalidOption {
+                    option: "--build-arg",
+                    value: format!("SOURCE_DATE_EPOCH={v}"),
+                    reason: "not a number of seconds".into(),
+                })?),
+                None => None,
+            },
+        };
+        if let Some(e) = epoch {
+            if build_args.lookup("SOURCE_DATE_EPOCH").is_none() {
+                build_args.push(("SOURCE_DATE_EPOCH".into(), e.to_string()));
+            }
+        }
+        let host = Platform::host();
+        let builtins = platform_args(&host, &host);
+        let globals = global_scope(&df, &build_args, &builtins)?;
+        let store = self.store();
+        let resolve = |name: &str| -> Result<Option<Image>, Error> {
+            match store.resolve(name) {
+                Ok(i) => Ok(Some(i)),
+                Err(strata_store::Error::ImageNotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        };
+        let plan = plan(&df, globals, opts.target.as_deref(), &host, &resolve)?;
+        let lint_errors: BTreeSet<&str> = lints
+            .iter()
+            .filter(|l| l.severity == Severity::Error)
+            .map(|l| l.rule)
+            .collect();
+        if !lint_errors.is_empty() {
+            return Err(Error::Lint {
+                rules: lint_errors.into_iter().collect::<Vec<_>>().join(", "),
+            });
+        }
+        reporter.report(&Event::BuildStarted {
+            stages: plan.order.len(),
+            steps: plan.steps,
+        });
+
+        // The context is read once, with .dockerignore applied, if anything uses it.
+        let needs_context = plan
+            .order
+            .iter()
+            .filter_map(|i| plan.stage(*i))
+            .flat_map(|s| &s.instructions)
+            .any(uses_context);
+        let (context, context_filtered) = if needs_context {
+            let ignore = read_ignore_file(&opts.context, opts.dockerfile_path.as_deref())?;
+            let patterns = ignore.map(|i| i.patterns).unwrap_or_default();
+            let matcher = PatternMatcher::new(&patterns)?;
+            let filtered = !patterns.is_empty();
+            let index = ContextIndex::walk(&opts.context, filtered.then_some(&matcher))?;
+            (Some(index), filtered)
+        } else {
+            (None, false)
+        };
+
+        let build_id = format!("{}-{}", now_secs(), random_hex());
+        let builder_dir = self.builder_dir();
+        let logs = BuildLogs::create(&builder_dir, &build_id)?;
+        let scratch = builder_dir.join("tmp").join(&build_id);
+        std::fs::create_dir_all(&scratch).map_err(|e| Error::io("create", &scratch, e))?;
+        let secrets = opts
+            .secrets
+            .iter()
+            .map(|s| (s.id.clone(), s.source.clone()))
+            .collect();
+        let n_stages = df.stages.len();
+        let build = Build {
+            engine: self,
+            opts,
+            last: LastBuilds::new(&builder_dir, &opts.context, opts.dockerfile_path.as_deref()),
+            df,
+            plan,
+            reporter,
+            cancel: cancel.clone(),
+            platform: host.to_string(),
+            context,
+            context_filtered,
+            logs,
+            epoch,
+            build_args,
+            secrets,
+            scratch: scratch.clone(),
+            consumed: Mutex::new(BTreeSet::new()),
+            results: Mutex::new(vec![None; n_stages]),
+            outcomes: Mutex::new(BTreeMap::new()),
+        };
+        // GC waits while we hold this, so nothing we write disappears before it is tagged.
+        let lease = self.store().lease()?;
+        let ran = build.run_stages();
+        let _ = std::fs::remove_dir_all(&scratch);
+        ran?;
+        let image = build.write_image()?;
+        if tags.is_empty() {
+            self.store()
+                .set_ref(RefKind::Untagged, &image.id().hex(), &image.manifest)?;
+        } else {
+            let refs: Vec<(Reference, strata_store::Descriptor)> = tags
+                .iter()
+                .map(|t| (t.clone(), image.manifest.clone()))
+                .collect();
+            self.store().tag_all(&refs)?;
+        }
+        drop(lease);
+
+        if let Some(unused) = build.unused_build_args() {
+            reporter.report(&Event::Warning {
+                step: None,
+                message: unused.clone(),
+            });
+            warnings.push(unused);
+        }
+        let steps: Vec<StepOutcome> = lock(&build.outcomes).values().cloned().collect();
+        let summary = BuildSummary {
+            image_id: Some(image.id().to_string()),
+            steps: build.plan.steps,
+            cached: steps.iter().filter(|s| s.cached).count(),
+            warnings: warnings.len(),
+            duration: started.elapsed(),
+        };
+        Ok(BuildResult {
+            image,
+            tags,
+            summary,
+            steps,
+            log_dir: build.logs.dir().to_path_buf(),
+            warnings,
+        })
+    }
+}
+
+/// Locks a mutex, shrugging off poisoning (a panicking stage task must not wedge the rest).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The error with its causes, as one line.
+pub fn error_text(e: &Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Whether an instruction reads the build context (COPY/ADD without --from, RUN binds of
+/// the context).
+fn uses_context(i: &Instruction) -> bool {
+    match &i.kind {
+        InstructionKind::Copy(c) => c.from.is_none(),
+        InstructionKind::Add(_) => true,
+        InstructionKind::Run(r) => r
+            .mounts
+            .iter()
+            .any(|m| m.kind == MountType::Bind && m.from.is_none()),
+        _ => false,
+    }
+}
+
+impl Build<'_> {
+    /// Builds the planned stages, each on a task of the current rayon pool as soon as the
+    /// stages it needs are done.
+    fn run_stages(&self) -> Result<(), Error> {
+        let pending: Mutex<BTreeMap<usize, usize>> = Mutex::new(
+            self.plan
+                .order
+                .iter()
+                .filter_map(|i| self.plan.stage(*i).map(|s| (*i, s.deps.len())))
+                .collect(),
+        );
+        let failure: Mutex<Option<Error>> = Mutex::new(None);
+        rayon::scope(|s| {
+            let ready: Vec<usize> = lock(&pending)
+                .iter()
+                .filter(|(_, n)| **n == 0)
+                .map(|(i, _)| *i)
+                .collect();
+            for i in ready {
+                self.spawn_stage(s, i, &pending, &failure);
+            }
+        });
+        match failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn spawn_stage<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        index: usize,
+        pending: &'s Mutex<BTreeMap<usize, usize>>,
+        failure: &'s Mutex<Option<Error>>,
+    ) {
+        s.spawn(move |s| {
+            if lock(failure).is_some() {
+                return;
+            }
+            match self.run_stage(index) {
+                Ok(state) => {
+                    lock(&self.results)[index] = Some(Arc::new(state));
+                    let ready: Vec<usize> = {
+                        let mut p = lock(pending);
+                        self.plan
+                            .dependents(index)
+                            .into_iter()
+                            .filter(|d| match p.get_mut(d) {
+                                Some(n) => {
+                                    *n = n.saturating_sub(1);
+                                    *n == 0
+                                }
+                                None => false,
+                            })
+                            .collect()
+                    };
+                    for d in ready {
+                        self.spawn_stage(s, d, pending, failure);
+                    }
+                }
+                Err(e) => {
+                    let mut slot = lock(failure);
+                    let replace = match &*slot {
+                        None => true,
+                        Some(old) => is_cancel(old) && !is_cancel(&e),
+                    };
+                    if replace {
+                        *slot = Some(e);
+                    }
+                    drop(slot);
+                    // Stop the steps running in other stages.
+                    self.cancel.cancel();
+                }
+            }
+        });
+    }
+
+    fn stage_info(&self, sp: &StagePlan, id: StepId, k: usize, text: String) -> StepInfo {
+        StepInfo {
+            id,
+            stage: sp.label.clone(),
+            index: k,
+            total: sp.total,
+            instruction: text,
+        }
+    }
+
+    fn label(info: &StepInfo) -> String {
+        if info.stage.is_empty() {
+            format!("[{}/{}] {}", info.index, info.total, info.instruction)
+        } else {
+            format!(
+                "[{} {}/{}] {}",
+                info.stage, info.index, info.total, info.instruction
+            )
+        }
+    }
+
+    fn record_outcome(&self, info: &StepInfo, cached: bool, reason: Option<String>) {
+        lock(&self.outcomes).insert(
+            info.id,
+            StepOutcome {
+                id: info.id,
+                label: Self::label(info),
+                cached,
+                reason,
+            },
+        );
+    }
+
+    fn stage_no_cache(&self, sp: &StagePlan) -> bool {
+        let stage = &self.df.stages[sp.index];
+        self.opts.no_cache
+            || self.opts.no_cache_filter.iter().any(|f| {
+                f == &sp.index.to_string()
+                    || stage
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(f))
+            })
+    }
+
+    /// The created time of entries a step adds: the epoch when reproducible, else `now`.
+    fn created_now(&self) -> String {
+        rfc3339(self.epoch.unwrap_or_else(now_secs))
+    }
+
+    fn run_stage(&self, index: usize) -> Result<StageState, Error> {
+        let sp = self.plan.stage(index).ok_or_else(|| Error::InvalidSpec {
+            reason: format!("stage {index} is not planned"),
+        })?;
+        let no_cache = self.stage_no_cache(sp);
+
+        // FROM.
+        let started = Instant::now();
+        let from_text = match &sp.base {
+            Base::Image { name, .. } => Reference::parse(name)
+                .map(|r| r.to_string())
+                .unwrap_or_else(|_| name.clone()),
+            _ => sp.from_text.clone(),
+        };
+        let from_info = self.stage_info(sp, sp.from_step, 1, format!("FROM {from_text}"));
+        self.reporter.report(&Event::StepStarted(from_info.clone()));
+        let mut st = match &sp.base {
+            Base::Scratch => {
+                let mut config = ImageConfig::default();
+                let host = Platform::host();
+                config
+                    .oci
+                    .set_architecture(host.architecture.as_str().into());
+                config.oci.set_os(host.os.as_str().into());
+                config.oci.set_variant(host.variant.clone());
+                StageState {
+                    config,
+                    layers: Vec::new(),
+                    parent: Parent::None,
+                    scope: StageScope::default(),
+                    apply: ApplyState::default(),
+                }
+            }
+            Base::Image { name, image } => {
+                let mut config = image.config_parsed.clone();
+                config.oci.set_created(None);
+                StageState {
+                    config,
+                    layers: LayerRef::of_image(image),
+                    parent: Parent::Image {
+                        name: name.clone(),
+                        id: image.id().to_string(),
+                    },
+                    scope: StageScope::default(),
+                    apply: ApplyState::default(),
+                }
+            }
+            Base::Stage(p) => {
+                let parent = lock(&self.results)[*p]
+                    .clone()
+                    .ok_or_else(|| Error::InvalidSpec {
+                        reason: format!("stage {p} was not built before stage {index}"),
+                    })?;
+                let mut s = (*parent).clone();
+                s.apply = ApplyState::default();
+                s
+            }
+        };
+        // Triggers run now and are not inherited further; the default PATH is added.
+        st.config.docker.on_build = None;
+        ensure_default_path(&mut st.config);
+        if !matches!(sp.base, Base::Stage(_)) {
+            st.scope = StageScope::from_image(Env::from_kv_strings(
+                env_pairs(&st.config)
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}")),
+            ));
+        }
+        match &sp.base {
+            Base::Image { image, .. } => self.reporter.report(&Event::Cached {
+                step: sp.from_step,
+                key: image.id().to_string(),
+            }),
+            Base::Stage(_) => self.reporter.report(&Event::Cached {
+                step: sp.from_step,
+                key: match &st.parent {
+                    Parent::Step { key } => key.to_string(),
+                    Parent::Image { id, .. } => id.clone(),
+                    Parent::None => "scratch".into(),
+                },
+            }),
+            Base::Scratch => {}
+        }
+        self.record_outcome(&from_info, !matches!(sp.base, Base::Scratch), None);
+        self.reporter.report(&Event::StepDone {
+            step: sp.from_step,
+            duration: started.elapsed(),
+        });
+
+        let previous = self.last.load(&sp.display);
+        let mut inputs_this_build: Vec<KeyInputs> = Vec::new();
+        let mut k = 1;
+        for (pos, instr) in sp.instructions.iter().enumerate() {
+            if self.cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let step = sp.step_ids.get(pos).copied().flatten();
+            let info = step.map(|id| {
+                k += 1;
+                self.stage_info(sp, id, k, instr.original.clone())
+            });
+            let started = Instant::now();
+            if let Some(info) = &info {
+                self.reporter.report(&Event::StepStarted(info.clone()));
+            }
+            let result = self.instruction(
+                &mut st,
+                instr,
+                info.as_ref(),
+                no_cache,
+                &previous,
+                &mut inputs_this_build,
+            );
+            match (result, &info) {
+                (Ok(()), Some(info)) => self.reporter.report(&Event::StepDone {
+                    step: info.id,
+                    duration: started.elapsed(),
+                }),
+                (Ok(()), None) => {}
+                (Err(e), Some(info)) => {
+                    self.reporter.report(&Event::StepFailed {
+                        step: info.id,
+                        message: error_text(&e),
+                        duration: started.elapsed(),
+                    });
+                    return Err(match e {
+                        e @ (Error::RunFailed { .. } | Error::Cancelled) => e,
+                        e => Error::Step {
+                            step: Self::label(info),
+                            source: Box::new(e),
+                        },
+                    });
+                }
+                (Err(e), None) => {
+                    return Err(Error::Step {
+                        step: format!(
+                            "[{}] {} (line {})",
+                            sp.display, instr.original, instr.span.start_line
+                        ),
+                        source: Box::new(e),
+                    })
+                }
+            }
+        }
+        if let Err(e) = self.last.save(&sp.display, &inputs_this_build) {
+            self.reporter.report(&Event::Warning {
+                step: None,
+                message: format!(
+                    "could not record this build for later explanations: {}",
+                    error_text(&e)
+                ),
+            });
+        }
+        Ok(st)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn instruction(
+        &self,
+        st: &mut StageState,
+        instr: &Instruction,
+        info: Option<&StepInfo>,
+        no_cache: bool,
+        previous: &[KeyInputs],
+        inputs: &mut Vec<KeyInputs>,
+    ) -> Result<(), Error> {
+        let escape = self.df.escape();
+        match &instr.kind {
+            InstructionKind::Arg(a) => {
+                let mut resolved = Vec::with_capacity(a.args.len());
+                for def in &a.args {
+                    let value = match self.build_args.lookup(&def.name) {
+                        Some(v) => Some(v.to_string()),
+                        None => match &def.default {
+                            Some(d) => Some(expand_word(d, st.scope.env(), escape)?.value),
+                            None => self.plan.globals.lookup(&def.name).map(str::to_string),
+                        },
+                    };
+                    st.scope
+                        .declare_arg(def, &self.build_args, &self.plan.globals, escape)?;
+                    lock(&self.consumed).insert(def.name.clone());
+                    resolved.push(ArgDef {
+                        name: def.name.clone(),
+                        default: value,
+                    });
+                }
+                let shown = Instruction {
+                    kind: InstructionKind::Arg(ArgCommand { args: resolved }),
+                    ..instr.clone()
+                };
+                self.metadata(st, &shown)
+            }
+            InstructionKind::Env(_) => {
+                let expanded = instr.expand(st.scope.env(), escape)?.value;
+                self.metadata(st, &expanded)?;
+                st.scope
+                    .apply(instr, &self.build_args, &self.plan.globals, escape)?;
+                Ok(())
+            }
+            InstructionKind::Run(_) => {
+                let info = info.ok_or_else(|| Error::InvalidSpec {
+                    reason: "a RUN without a step number".into(),
+                })?;
+                let expanded = instr.expand(st.scope.env(), escape)?.value;
+                let InstructionKind::Run(run) = &expanded.kind else {
+                    return Ok(());
+                };
+                self.run(st, instr, run, info, no_cache, previous, inputs)
+            }
+            InstructionKind::Workdir(_) => {
+                let expanded = instr.expand(st.scope.env(), escape)?.value;
+                let created_by = apply_instruction(&mut st.config, &expanded, &mut st.apply)?;
+                let wd = exec_config(&st.config)
+                    .working_dir()
+                    .clone()
+                    .unwrap_or_else(|| "/".into());
+                let Some(info) = info else {
+                    return Ok(());
+                };
+                if wd == "/" {
+                    push_history(
+                        &mut st.config,
+                        history_entry(&created_by, true, self.epoch.map(rfc3339)),
+                    );
+                    self.record_outcome(info, true, None);
+                    return Ok(());
+                }
+                self.workdir(st, &wd, &created_by, info, no_cache, previous, inputs)
+            }
+            InstructionKind::Copy(_) | InstructionKind::Add(_) => Err(Error::Unsupported {
+                what: format!("{} (line {})", instr.kind.name(), instr.span.start_line),
+                hint: ": COPY and ADD arrive with the copy module".into(),
+            }),
+            _ => {
+                let expanded = instr.expand(st.scope.env(), escape)?.value;
+                self.metadata(st, &expanded)
+            }
+        }
+    }
+
+    /// A metadata instruction: config change and a history entry without a layer.
+    fn metadata(&self, st: &mut StageState, expanded: &Instruction) -> Result<(), Error> {
+        let created_by = apply_instruction(&mut st.config, expanded, &mut st.apply)?;
+        push_history(
+            &mut st.config,
+            history_entry(&created_by, true, self.epoch.map(rfc3339)),
+        );
+        Ok(())
+    }
+
+    fn key_inputs(&self, st: &StageState, op: OpKind, instruction: &str) -> KeyInputs {
+        let mut k = KeyInputs::new(op, &self.platform, st.parent.clone(), instruction);
+        if let Some(e) = self.epoch {
+            k.settings.insert("source_date_epoch".into(), e.to_string());
+        }
+        k
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        st: &mut StageState,
+        raw: &Instruction,
+        run: &strata_parser::RunCommand,
+        info: &StepInfo,
+        no_cache: bool,
+        previous: &[KeyInputs],
+        inputs: &mut Vec<KeyInputs>,
+    ) -> Result<(), Error> {
+        let resolve = |from: &str| -> Result<BindFrom, Error> { self.bind_from(from) };
+        let env: Vec<(String, String)> = st.scope.env().vars().to_vec();
+        let cx = RunContext {
+            config: &st.config,
+            env: &env,
+            declared_args: st.scope.declared_args(),
+            build_args: &self.build_args,
+            default_network: self.opts.network,
+            resolve_from: &resolve,
+        };
+        let line = raw.span.start_line;
+        let plan = runstep::plan_run(&cx, run, raw, line)?;
+        let mut key = self.key_inputs(st, OpKind::Run, &raw.original);
+        key.args = plan.args.clone();
+        key.env = plan.env.clone();
+        key.settings.insert(
+            "argv".into(),
+            serde_json::to_string(&plan.argv).unwrap_or_default(),
+        );
+        key.settings.insert("cwd".into(), plan.cwd.clone());
+        key.settings.insert("user".into(), plan.user.clone());
+        key.settings.insert(
+            "network".into(),
+            match plan.network {
+                NetworkMode::Host => "host",
+                NetworkMode::None => "none",
+            }
+            .into(),
+        );
+        key.settings
+            .insert("shell".into(), runstep::shell_setting(&st.config));
+        let (mounts, sources) = runstep::mount_inputs(&plan, self.context.as_ref())?;
+        key.mounts = mounts;
+        key.sources = sources;
+        let step_scratch = self.scratch.join(format!("step-{}", info.id.0));
+        let cache_mounts = self.engine.builder_dir().join("cache-mounts");
+        let created_by = plan.created_by.clone();
+        let result = self.layer_step(
+            st,
+            info,
+            key,
+            created_by,
+            no_cache,
+            previous,
+            inputs,
+            &mut |rootfs, sink| {
+                std::fs::create_dir_all(&step_scratch)
+                    .map_err(|e| Error::io("create", &step_scratch, e))?;
+                let env = RunEnv {
+                    engine: self.engine,
+                    context: self.context.as_ref(),
+                    context_filtered: self.context_filtered,
+                    secrets: &self.secrets,
+                    scratch: &step_scratch,
+                    cache_mounts: &cache_mounts,
+                    cancel: &self.cancel,
+                    line,
+                };
+                runstep::execute(&plan, rootfs, &env, sink)
+            },
+        );
+        let _ = std::fs::remove_dir_all(&step_scratch);
+        result
+    }
+
+    /// The source of a RUN bind's `from=` (as written).
+    fn bind_from(&self, raw: &str) -> Result<BindFrom, Error> {
+        match resolve_from(&self.df, &self.plan.globals, raw)? {
+            FromRef::Stage(i) => {
+                let state = lock(&self.results)[i]
+                    .clone()
+                    .ok_or_else(|| Error::InvalidSpec {
+                        reason: format!("stage {i} is used before it was built"),
+                    })?;
+                Ok(BindFrom::Layers {
+                    what: format!("stage {}", self.df.stages[i].display_name()),
+                    layers: state.layers.clone(),
+                })
+            }
+            FromRef::Image(name) => {
+                let image = self
+                    .plan
+                    .images
+                    .get(&name)
+                    .ok_or_else(|| Error::ImageNotFound {
+                        what: "RUN --mount from",
+                        name: name.clone(),
+                        line: 0,
+                    })?;
+                Ok(BindFrom::Layers {
+                    what: format!("image {name}@{}", image.id()),
+                    layers: LayerRef::of_image(image),
+                })
+            }
+        }
+    }
+
+    /// WORKDIR: create the folder (owned by the stage's USER); a layer only if it was missing.
+    #[allow(clippy::too_many_arguments)]
+    fn workdir(
+        &self,
+        st: &mut StageState,
+        wd: &str,
+        created_by: &str,
+        info: &StepInfo,
+        no_cache: bool,
+        previous: &[KeyInputs],
+        inputs: &mut Vec<KeyInputs>,
+    ) -> Result<(), Error> {
+        let user = exec_config(&st.config).user().clone().unwrap_or_default();
+        let mut key = self.key_inputs(st, OpKind::Workdir, &format!("WORKDIR {wd}"));
+        key.settings.insert("user".into(), user.clone());
+        let wd = wd.to_string();
+        self.layer_step(
+            st,
+            info,
+            key,
+            created_by.to_string(),
+            no_cache,
+            previous,
+            inputs,
+            &mut |rootfs, _| make_workdir(rootfs, &wd, &user),
+        )
+    }
+
+    /// The common part of every step with a cache key: look up, or run `action` in a
+    /// writable snapshot of the stage's layers and store what it changed.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_step(
+        &self,
+        st: &mut StageState,
+        info: &StepInfo,
+        inputs: KeyInputs,
+        created_by: String,
+        no_cache: bool,
+        previous: &[KeyInputs],
+        seen: &mut Vec<KeyInputs>,
+        action: &mut dyn FnMut(&Path, &mut StepSink<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let store = self.engine.store();
+        let key = inputs.key();
+        let position = seen.len();
+        seen.push(inputs.clone());
+        if !no_cache {
+            if let Some(record) = cache::lookup(store, &key)? {
+                self.apply_step(st, &record);
+                self.reporter.report(&Event::Cached {
+                    step: info.id,
+                    key: key.to_string(),
+                });
+                self.record_outcome(info, true, None);
+                return Ok(());
+            }
+        }
+        let reason = if no_cache {
+            "the cache is off for this stage (--no-cache or --no-cache-filter)".to_string()
+        } else {
+            cache::miss_reason(previous, position, &inputs)
+        };
+        self.reporter.report(&Event::CacheMiss {
+            step: info.id,
+            key: key.to_string(),
+            reason: Some(reason.clone()),
+        });
+        self.record_outcome(info, false, Some(reason));
+
+        let snap = self.engine.snapshotter();
+        let parent = self.engine.ensure_chain(&st.layers)?;
+        let active = format!("build-{}", random_hex());
+        snap.prepare(&active, parent.as_deref())?;
+        let ran = (|| -> Result<Option<strata_store::LayerInfo>, Error> {
+            let rootfs = snap.mount(&active)?;
+            let mut sink = StepSink::new(self.reporter, info.id, &self.logs);
+            action(&rootfs, &mut sink)?;
+            sink.finish();
+            snap.unmount(&active)?;
+            let mut writer = store.layer_writer(self.opts.compression)?;
+            let stats = snap.write_layer(
+                &active,
+                &mut writer,
+                &TarOptions {
+                    clamp_mtime: self.epoch,
+                },
+            )?;
+            if stats.entries == 0 {
+                // Nothing changed: no layer, as BuildKit.
+                drop(writer);
+                return Ok(None);
+            }
+            Ok(Some(writer.finish()?))
+        })();
+        let layer = match ran {
+            Ok(layer) => layer,
+            Err(e) => {
+                let _ = snap.unmount(&active);
+                let _ = snap.remove(&active);
+                return Err(e);
+            }
+        };
+        let mut chain: Vec<Digest> = st.layers.iter().map(|l| l.diff_id).collect();
+        match &layer {
+            None => snap.remove(&active)?,
+            Some(l) => {
+                chain.push(l.diff_id);
+                let name = chain_name(&chain).unwrap_or_default();
+                match snap.commit(&active, &name) {
+                    Ok(_) => {}
+                    // Another build made the same layer meanwhile: use theirs.
+                    Err(strata_overlay::Error::AlreadyExists { .. }) => snap.remove(&active)?,
+                    Err(e) => {
+                        let _ = snap.remove(&active);
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+        let created = match &layer {
+            Some(_) => Some(self.created_now()),
+            None => self.epoch.map(rfc3339),
+        };
+        let record = cache::store_record(
+            store,
+            &key,
+            layer.as_ref(),
+            &chain,
+            &created_by,
+            created,
+            &inputs,
+        )?;
+        self.apply_step(st, &record);
+        Ok(())
+    }
+
+    /// Adds a step's result (fresh or from the cache) to the stage.
+    fn apply_step(&self, st: &mut StageState, record: &StepRecord) {
+        if let Some(l) = &record.layer {
+            st.layers.push(LayerRef {
+                blob: l.descriptor(),
+                diff_id: l.diff_id,
+            });
+        }
+        push_history(
+            &mut st.config,
+            history_entry(
+                &record.created_by,
+                record.layer.is_none(),
+                record.created.clone(),
+            ),
+        );
+        st.parent = Parent::Step { key: record.key };
+    }
+
+    /// The result image of the target stage.
+    fn write_image(&self) -> Result<Image, Error> {
+        let st = lock(&self.results)[self.plan.target]
+            .clone()
+            .ok_or_else(|| Error::InvalidSpec {
+                reason: "the target stage was not built".into(),
+            })?;
+        let mut config = st.config.clone();
+        if !self.opts.labels.is_empty() {
+            edit_exec_config(&mut config, |c| {
+                let mut labels = c.labels().clone().unwrap_or_default();
+                for (k, v) in &self.opts.labels {
+                    labels.insert(k.clone(), v.clone());
+                }
+                c.set_labels(Some(labels));
+            });
+        }
+        let diff_ids: Vec<Digest> = st.layers.iter().map(|l| l.diff_id).collect();
+        config.set_diff_ids(&diff_ids);
+        normalize_created(&mut config);
+        if let Some(e) = self.epoch {
+            config.oci.set_created(Some(rfc3339(e)));
+        }
+        let blobs: Vec<strata_store::Descriptor> =
+            st.layers.iter().map(|l| l.blob.clone()).collect();
+        Ok(self
+            .engine
+            .store()
+            .write_image_raw(&config.to_bytes(), &blobs)?)
+    }
+
+    /// Docker's warning for `--build-arg`s no stage declared.
+    fn unused_build_args(&self) -> Option<String> {
+        let consumed = lock(&self.consumed);
+        let meta: BTreeSet<&str> = self.df.meta_arg_defs().map(|d| d.name.as_str()).collect();
+        let unused: Vec<&str> = self
+            .opts
+            .build_args
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| {
+                !consumed.contains(*k)
+                    && !meta.contains(k)
+                    && !is_proxy_arg(k)
+                    && *k != "SOURCE_DATE_EPOCH"
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        (!unused.is_empty()).then(|| {
+            format!(
+                "one or more build-args [{}] were not consumed",
+                unused.join(" ")
+            )
+        })
+    }
+}
+
+fn is_cancel(e: &Error) -> bool {
+    matches!(e, Error::Cancelled)
+}
+
+/// Creates `wd` and its missing parents (0755) inside `rootfs`, owned by `user` (BuildKit's
+/// `WORKDIR` mkdir with `WithUser`); existing folders are left as they are.
+fn make_workdir(rootfs: &Path, wd: &str, user: &str) -> Result<(), Error> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    use strata_overlay::in_root::{Follow, Root};
+    let root = Root::open(rootfs)?;
+    let owner = if user.is_empty() {
+        None
+    } else {
+        resolve_chown_in(rootfs, user)?
+    };
+    let mut created = Vec::new();
+    let mut prefix = PathBuf::new();
+    for comp in Path::new(wd)
+        .components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+    {
+        prefix.push(comp);
+        if root.open_dir(&prefix, Follow::InRoot).is_err() {
+            created.push(prefix.clone());
+        }
+    }
+    root.create_dir_all(Path::new(wd), 0o755, Follow::InRoot)?;
+    if let Some(owner) = owner {
+        for p in created {
+            let fd = root.open_at(
+                &p,
+                OFlags::PATH | OFlags::DIRECTORY,
+                Mode::empty(),
+                Follow::InRoot,
+            )?;
+            rustix::fs::chownat(
+                &fd,
+                "",
+                Some(rustix::fs::Uid::from_raw(owner.uid)),
+                Some(rustix::fs::Gid::from_raw(owner.gid)),
+                AtFlags::EMPTY_PATH,
+            )
+            .map_err(|e| Error::io("chown", rootfs.join(&p), e.into()))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_specs_follow_docker() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cr3t").unwrap();
+        let f = file.display().to_string();
+        let s = SecretSpec::parse(&format!("id=tok,src={f}")).unwrap();
+        assert_eq!(s.id, "tok");
+        assert_eq!(s.source, SecretSource::File(file.clone()));
+        let s = SecretSpec::parse(&format!("source={f}")).unwrap();
+        assert_eq!(s.id, "token");
+        let s = SecretSpec::parse("id=tok,env=MY_TOKEN").unwrap();
+        assert_eq!(s.source, SecretSource::Env("MY_TOKEN".into()));
+        let s = SecretSpec::parse("id=tok,type=env").unwrap();
+        assert_eq!(s.source, SecretSource::Env("tok".into()));
+        for bad in [
+            "",
+            "id=x,src=/nonexistent/file",
+            "id=x,bogus=1",
+            "noequals",
+            "src=,env=",
+        ] {
+            assert!(SecretSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_read_as_one_line_with_their_causes() {
+        let e = Error::Step {
+            step: "[2/3] RUN make".into(),
+            source: Box::new(Error::Unsupported {
+                what: "x".into(),
+                hint: String::new(),
+            }),
+        };
+        assert_eq!(error_text(&e), "[2/3] RUN make: x is not supported");
+    }
+}

@@ -1,0 +1,262 @@
+//! The build cache on disk: one record per step result, and the inputs of the last build of
+//! every stage (to say why a step missed).
+//!
+//! **Step records.** A step that makes (or could make) a layer — RUN, COPY, ADD, WORKDIR —
+//! is keyed by [`crate::cachekey::KeyInputs::key`]. Its result is a store record (a
+//! `cache/<key hex>` ref pointing at a [`strata_store::Record`]) that references the layer
+//! blob and lists the whole diffID chain, so GC keeps both the blob and the unpacked
+//! snapshots until the cache is pruned. The record's data ([`StepRecord`]) holds what a hit
+//! needs to reproduce the step without running it: the layer (or none, for a step that
+//! changed nothing), the history entry and when the step ran, plus the [`KeyInputs`] for
+//! explanations.
+//!
+//! **Last builds.** To explain a miss we compare the step's inputs with those of the same
+//! step the last time this stage was built. A stage is identified by the build context and
+//! the Dockerfile's path (or "stdin") plus the stage's name (or index); its record, a JSON
+//! file under `<root>/builder/last/`, lists the inputs of its layer steps in order. A step is
+//! matched to its previous build by the same instruction text (the nearest one), else by its
+//! position among the stage's steps. Metadata instructions have no key (they change only the
+//! config), so they are never HIT or MISS themselves.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use strata_store::{Descriptor, Digest, LayerInfo, Record, RefKind, Store};
+
+use crate::cachekey::{explain, CacheKey, KeyInputs};
+use crate::Error;
+
+/// The kind tag of step records, versioned with the record layout.
+const RECORD_KIND: &str = "strata.build-step.v1";
+
+/// What a cache hit reuses: a step's result and how it was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// [`RECORD_KIND`].
+    pub kind: String,
+    /// The step's cache key.
+    pub key: CacheKey,
+    /// The layer it made; `None` when it changed nothing.
+    pub layer: Option<LayerInfo>,
+    /// The history entry's `created_by`.
+    pub created_by: String,
+    /// When the step ran (RFC 3339); the history entry's `created`.
+    pub created: Option<String>,
+    /// The inputs of the key.
+    pub inputs: KeyInputs,
+}
+
+/// Looks up the record of `key`. A record that is missing, unreadable or whose layer blob is
+/// gone is a miss.
+pub fn lookup(store: &Store, key: &CacheKey) -> Result<Option<StepRecord>, Error> {
+    let Some(target) = store.get_ref(RefKind::Cache, &key.hex())? else {
+        return Ok(None);
+    };
+    let Ok(record) = store.read_record(&target.digest) else {
+        return Ok(None);
+    };
+    let Ok(step) = serde_json::from_value::<StepRecord>(record.data) else {
+        return Ok(None);
+    };
+    if step.kind != RECORD_KIND || step.key != *key {
+        return Ok(None);
+    }
+    if let Some(layer) = &step.layer {
+        if !store.has_blob(&layer.digest) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(step))
+}
+
+/// Stores the record of a step that ran: `chain` is the diffID stack after it (base first),
+/// which GC keeps unpacked.
+pub fn store_record(
+    store: &Store,
+    key: &CacheKey,
+    layer: Option<&LayerInfo>,
+    chain: &[Digest],
+    created_by: &str,
+    created: Option<String>,
+    inputs: &KeyInputs,
+) -> Result<StepRecord, Error> {
+    let step = StepRecord {
+        kind: RECORD_KIND.to_string(),
+        key: *key,
+        layer: layer.cloned(),
+        created_by: created_by.to_string(),
+        created,
+        inputs: inputs.clone(),
+    };
+    let data = serde_json::to_value(&step).map_err(|source| Error::CacheRecord { source })?;
+    let references: Vec<Descriptor> = layer.iter().map(|l| l.descriptor()).collect();
+    let descriptor = store.write_record(&Record {
+        references,
+        chain: chain.to_vec(),
+        data,
+    })?;
+    store.set_ref(RefKind::Cache, &key.hex(), &descriptor)?;
+    Ok(step)
+}
+
+/// The records of the last builds, under `<root>/builder/last/`.
+#[derive(Debug, Clone)]
+pub struct LastBuilds {
+    dir: PathBuf,
+    identity: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StageRecord {
+    identity: String,
+    stage: String,
+    steps: Vec<KeyInputs>,
+}
+
+impl LastBuilds {
+    /// The records for builds of `dockerfile` (`None`: standard input) in `context`.
+    pub fn new(builder_dir: &Path, context: &Path, dockerfile: Option<&Path>) -> Self {
+        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let identity = format!(
+            "context={}\ndockerfile={}",
+            canon(context).display(),
+            dockerfile.map_or_else(|| "-".to_string(), |d| canon(d).display().to_string())
+        );
+        LastBuilds {
+            dir: builder_dir.join("last"),
+            identity,
+        }
+    }
+
+    fn file(&self, stage: &str) -> PathBuf {
+        let name = hex::encode(Sha256::digest(format!("{}\nstage={stage}", self.identity)));
+        self.dir.join(format!("{name}.json"))
+    }
+
+    /// The inputs of `stage`'s layer steps the last time it was built (empty if never).
+    pub fn load(&self, stage: &str) -> Vec<KeyInputs> {
+        let Ok(bytes) = std::fs::read(self.file(stage)) else {
+            return Vec::new();
+        };
+        match serde_json::from_slice::<StageRecord>(&bytes) {
+            Ok(r) if r.identity == self.identity && r.stage == stage => r.steps,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Records the inputs of `stage`'s layer steps of a successful build.
+    pub fn save(&self, stage: &str, steps: &[KeyInputs]) -> Result<(), Error> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("create", &self.dir, e))?;
+        let record = StageRecord {
+            identity: self.identity.clone(),
+            stage: stage.to_string(),
+            steps: steps.to_vec(),
+        };
+        let bytes = serde_json::to_vec(&record).map_err(|source| Error::CacheRecord { source })?;
+        let path = self.file(stage);
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        std::fs::write(&tmp, bytes).map_err(|e| Error::io("write", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))
+    }
+}
+
+/// Why the step at `position` (among its stage's layer steps) with inputs `new` missed,
+/// compared with the steps of the stage's last build.
+pub fn miss_reason(previous: &[KeyInputs], position: usize, new: &KeyInputs) -> String {
+    let same_text = previous
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.op == new.op && p.instruction == new.instruction)
+        .min_by_key(|(i, _)| i.abs_diff(position))
+        .map(|(_, p)| p);
+    let Some(old) = same_text.or_else(|| previous.get(position)) else {
+        return "no earlier build of this step".to_string();
+    };
+    match explain(old, new) {
+        Some(reason) => reason,
+        None => "the same inputs as the last build, but their cache entry is gone (pruned, or that build did not finish)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cachekey::{OpKind, Parent};
+
+    fn run(text: &str, parent: u8) -> KeyInputs {
+        KeyInputs::new(
+            OpKind::Run,
+            "linux/amd64",
+            Parent::Step {
+                key: CacheKey::parse(&format!("{parent:02x}").repeat(32)).unwrap(),
+            },
+            text,
+        )
+    }
+
+    #[test]
+    fn steps_match_by_text_then_position() {
+        let previous = vec![run("RUN a", 1), run("RUN b", 2), run("RUN c", 3)];
+        // Edited text: compared with the step at the same position.
+        assert_eq!(
+            miss_reason(&previous, 1, &run("RUN B", 2)),
+            "the instruction changed from `RUN b` to `RUN B`"
+        );
+        // Same text elsewhere (a step was inserted before it): its parent changed.
+        let r = miss_reason(&previous, 2, &run("RUN b", 9));
+        assert!(r.starts_with("the previous step changed"), "{r}");
+        assert_eq!(
+            miss_reason(&previous, 3, &run("RUN d", 4)),
+            "no earlier build of this step"
+        );
+        assert!(miss_reason(&previous, 0, &run("RUN a", 1)).contains("cache entry is gone"));
+        assert_eq!(
+            miss_reason(&[], 0, &run("RUN a", 1)),
+            "no earlier build of this step"
+        );
+    }
+
+    #[test]
+    fn last_builds_round_trip_per_stage_and_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = LastBuilds::new(
+            dir.path(),
+            Path::new("/ctx"),
+            Some(Path::new("/ctx/Dockerfile")),
+        );
+        let b = LastBuilds::new(dir.path(), Path::new("/ctx"), None);
+        assert!(a.load("build").is_empty());
+        a.save("build", &[run("RUN a", 1)]).unwrap();
+        assert_eq!(a.load("build"), vec![run("RUN a", 1)]);
+        assert!(a.load("test").is_empty());
+        assert!(b.load("build").is_empty());
+    }
+
+    #[test]
+    fn records_round_trip_through_the_store_and_need_their_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let inputs = run("RUN a", 1);
+        let key = inputs.key();
+        assert_eq!(lookup(&store, &key).unwrap(), None);
+        let mut w = store.layer_writer(strata_store::Compression::None).unwrap();
+        std::io::Write::write_all(&mut w, &[0u8; 1024]).unwrap();
+        let layer = w.finish().unwrap();
+        let stored = store_record(
+            &store,
+            &key,
+            Some(&layer),
+            &[layer.diff_id],
+            "RUN a # buildkit",
+            Some("2024-01-01T00:00:00Z".into()),
+            &inputs,
+        )
+        .unwrap();
+        assert_eq!(lookup(&store, &key).unwrap(), Some(stored));
+        // The record keeps its layer and chain alive.
+        let reachable = store.reachable().unwrap();
+        assert!(reachable.blobs.contains(&layer.digest));
+        assert!(reachable.chain_ids.contains(&layer.diff_id));
+    }
+}

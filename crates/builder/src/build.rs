@@ -984,7 +984,8 @@ impl Build<'_> {
         inputs: &mut Vec<KeyInputs>,
     ) -> Result<(), Error> {
         let user = exec_config(&st.config).user().clone().unwrap_or_default();
-        let mut key = self.key_inputs(st, OpKind::Workdir, &format!("WORKDIR {wd}"));
+        let mut key = self.key_inputs(st, OpKind::Workdir, &info.instruction);
+        key.settings.insert("path".into(), wd.to_string());
         key.settings.insert("user".into(), user.clone());
         let wd = wd.to_string();
         self.layer_step(
@@ -1031,7 +1032,7 @@ impl Build<'_> {
         let reason = if no_cache {
             "the cache is off for this stage (--no-cache or --no-cache-filter)".to_string()
         } else {
-            cache::miss_reason(previous, position, &inputs)
+            cache::miss_reason(previous, &self.step_texts(info), position, &inputs)
         };
         self.reporter.report(&Event::CacheMiss {
             step: info.id,
@@ -1105,6 +1106,24 @@ impl Build<'_> {
         )?;
         self.apply_step(st, &record);
         Ok(())
+    }
+
+    /// The instruction texts of the keyed steps of the stage `info` belongs to.
+    fn step_texts(&self, info: &StepInfo) -> Vec<String> {
+        self.plan
+            .order
+            .iter()
+            .filter_map(|i| self.plan.stage(*i))
+            .find(|s| s.step_ids.iter().flatten().any(|id| *id == info.id))
+            .map(|s| {
+                s.instructions
+                    .iter()
+                    .zip(&s.step_ids)
+                    .filter(|(_, id)| id.is_some())
+                    .map(|(i, _)| i.original.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Adds a step's result (fresh or from the cache) to the stage.

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use strata_store::{Descriptor, Digest, LayerInfo, Record, RefKind, Store};
 
-use crate::cachekey::{explain, CacheKey, KeyInputs};
+use crate::cachekey::{CacheKey, KeyInputs};
 use crate::Error;
 
 /// The kind tag of step records, versioned with the record layout.
@@ -161,22 +161,70 @@ impl LastBuilds {
     }
 }
 
-/// Why the step at `position` (among its stage's layer steps) with inputs `new` missed,
-/// compared with the steps of the stage's last build.
-pub fn miss_reason(previous: &[KeyInputs], position: usize, new: &KeyInputs) -> String {
+/// Why the step at `position` (among its stage's keyed steps) with inputs `new` missed,
+/// compared with the steps of the stage's last build (`previous`). `current` lists the
+/// instruction texts of this build's keyed steps in the stage, so that a step that was
+/// inserted is not mistaken for an edit of the step that used to be at its place.
+pub fn miss_reason(
+    previous: &[KeyInputs],
+    current: &[String],
+    position: usize,
+    new: &KeyInputs,
+) -> String {
+    const NEW_STEP: &str = "no earlier build of this step";
     let same_text = previous
         .iter()
         .enumerate()
         .filter(|(_, p)| p.op == new.op && p.instruction == new.instruction)
         .min_by_key(|(i, _)| i.abs_diff(position))
         .map(|(_, p)| p);
-    let Some(old) = same_text.or_else(|| previous.get(position)) else {
-        return "no earlier build of this step".to_string();
+    let old = match same_text {
+        Some(old) => old,
+        None => match previous.get(position) {
+            // The step that was here is still in the Dockerfile: this one is new.
+            Some(p) if current.contains(&p.instruction) => return NEW_STEP.to_string(),
+            Some(p) if p.op == new.op => p,
+            _ => return NEW_STEP.to_string(),
+        },
     };
-    match explain(old, new) {
+    match explain_difference(old, new) {
         Some(reason) => reason,
         None => "the same inputs as the last build, but their cache entry is gone (pruned, or that build did not finish)".to_string(),
     }
+}
+
+/// [`crate::cachekey::diff`] worded for a person: a changed previous step is named last when
+/// the step has a difference of its own (the earlier miss already explains the parent), and
+/// echoes of one change are dropped (a build arg is also in the environment; an edited RUN
+/// also has a new argv).
+fn explain_difference(old: &KeyInputs, new: &KeyInputs) -> Option<String> {
+    use crate::cachekey::{diff, Change};
+    let mut changes = diff(old, new);
+    let args: Vec<String> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Arg { name, .. } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    let instruction_changed = changes
+        .iter()
+        .any(|c| matches!(c, Change::Instruction { .. }));
+    changes.retain(|c| match c {
+        Change::Env { name, .. } => !args.contains(name),
+        Change::Setting { name, .. } => !(instruction_changed && name == "argv"),
+        _ => true,
+    });
+    if changes.len() > 1 && matches!(changes[0], Change::Parent { .. }) {
+        let parent = changes.remove(0);
+        changes.push(parent);
+    }
+    let first = changes.first()?;
+    Some(match changes.len() - 1 {
+        0 => first.to_string(),
+        1 => format!("{first} (and 1 more difference)"),
+        n => format!("{first} (and {n} more differences)"),
+    })
 }
 
 #[cfg(test)]
@@ -195,25 +243,59 @@ mod tests {
         )
     }
 
+    fn texts(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
     fn steps_match_by_text_then_position() {
         let previous = vec![run("RUN a", 1), run("RUN b", 2), run("RUN c", 3)];
         // Edited text: compared with the step at the same position.
+        let now = texts(&["RUN a", "RUN B", "RUN c"]);
         assert_eq!(
-            miss_reason(&previous, 1, &run("RUN B", 2)),
+            miss_reason(&previous, &now, 1, &run("RUN B", 2)),
             "the instruction changed from `RUN b` to `RUN B`"
         );
-        // Same text elsewhere (a step was inserted before it): its parent changed.
-        let r = miss_reason(&previous, 2, &run("RUN b", 9));
-        assert!(r.starts_with("the previous step changed"), "{r}");
+        // Inserted: the step that was at its place is still there, so it is new; the
+        // moved step's own inputs are the same but its parent changed.
+        let now = texts(&["RUN a", "RUN new", "RUN b", "RUN c"]);
         assert_eq!(
-            miss_reason(&previous, 3, &run("RUN d", 4)),
+            miss_reason(&previous, &now, 1, &run("RUN new", 5)),
             "no earlier build of this step"
         );
-        assert!(miss_reason(&previous, 0, &run("RUN a", 1)).contains("cache entry is gone"));
+        let r = miss_reason(&previous, &now, 2, &run("RUN b", 9));
+        assert!(r.starts_with("the previous step changed"), "{r}");
         assert_eq!(
-            miss_reason(&[], 0, &run("RUN a", 1)),
+            miss_reason(&previous, &now, 4, &run("RUN d", 4)),
             "no earlier build of this step"
+        );
+        assert!(miss_reason(&previous, &now, 0, &run("RUN a", 1)).contains("cache entry is gone"));
+        assert_eq!(
+            miss_reason(&[], &now, 0, &run("RUN a", 1)),
+            "no earlier build of this step"
+        );
+    }
+
+    #[test]
+    fn a_steps_own_change_comes_before_its_parents_and_echoes_are_dropped() {
+        let mut old = run("RUN a", 1);
+        old.args.insert("V".into(), "1".into());
+        old.env.push(("V".into(), "1".into()));
+        old.settings.insert("argv".into(), "[a]".into());
+        let mut new = run("RUN a", 2);
+        new.args.insert("V".into(), "2".into());
+        new.env.push(("V".into(), "2".into()));
+        new.settings.insert("argv".into(), "[a]".into());
+        assert_eq!(
+            explain_difference(&old, &new).unwrap(),
+            "build arg V changed from \"1\" to \"2\" (and 1 more difference)"
+        );
+        let mut edited = old.clone();
+        edited.instruction = "RUN b".into();
+        edited.settings.insert("argv".into(), "[b]".into());
+        assert_eq!(
+            explain_difference(&old, &edited).unwrap(),
+            "the instruction changed from `RUN a` to `RUN b`"
         );
     }
 

@@ -6,6 +6,7 @@
 
 mod commands;
 mod global;
+mod ui;
 
 use std::process::ExitCode;
 
@@ -24,23 +25,37 @@ struct Cli {
     command: Command,
 }
 
-/// Exit code for a command line that could not be understood (Docker's convention).
-const EXIT_USAGE: u8 = 125;
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let code = if e.use_stderr() {
+                ui::error::EXIT_USAGE
+            } else {
+                0
+            };
             let _ = e.print();
             return ExitCode::from(code);
         }
     };
+    ui::log::init(ui::log::level(
+        cli.global.log_level.map(global::LogLevel::filter),
+        cli.global.verbose,
+    ));
     match commands::run(&cli.global, cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("Error: {e:#}");
-            ExitCode::from(1)
+            // Errors from the store or the snapshotter happened in the store: say which.
+            let store = ui::error::is_storage_error(&e)
+                .then(|| cli.global.store_root().ok())
+                .flatten()
+                .map(|r| format!("store {}", r.display()));
+            log::debug!("{e:?}");
+            eprint!(
+                "{}",
+                ui::error::render(&e, store.as_deref(), ui::color::Palette::stderr())
+            );
+            ExitCode::from(ui::error::exit_code(&e))
         }
     }
 }

@@ -66,7 +66,10 @@ pub enum Command {
     #[command(after_help = "Examples:\n  strata prune --dry-run\n  strata prune")]
     Prune(prune::PruneArgs),
     /// Manage strata itself (disk usage).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  strata system df\n  strata system df -v"
+    )]
     System(system::SystemCommand),
     /// Print a shell completion script (bash, zsh or fish).
     Completion(completion::CompletionArgs),

@@ -50,10 +50,7 @@ pub fn remove(store: &Store, name: &str, force: bool) -> anyhow::Result<Vec<Stri
     let children = catalog.children_of(entry);
     let mut lines = Vec::new();
     let conflict = |why: String, hint: &str| -> anyhow::Error {
-        Failure::new(why)
-            .at(format!("image {name}"))
-            .hint(hint.to_string())
-            .into()
+        Failure::new(why).hint(hint.to_string()).into()
     };
     match by_tag {
         Some(tag) if entry.tags.len() > 1 => {

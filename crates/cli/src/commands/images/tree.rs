@@ -178,6 +178,9 @@ impl<'a> Forest<'a> {
             }
             draw(&mut out, n, "", None, palette);
         }
+        if !self.roots.is_empty() && !self.empty.is_empty() {
+            out.push('\n');
+        }
         for e in &self.empty {
             out.push_str(&format!(
                 "{}  {}  {}\n",

@@ -175,6 +175,43 @@ fn inspect_graph_driver_names_the_unpacked_folders_vfs() {
     );
     // sso was never unpacked: the engine unpacks it on first use.
     assert_eq!(docs[1]["GraphDriver"]["Data"], serde_json::Value::Null);
+
+    // system df counts the three folders; once urm is gone its top one is reclaimable.
+    let df = |root: &std::path::Path| -> serde_json::Value {
+        let out = ok(
+            root,
+            &[
+                "--storage-driver",
+                "vfs",
+                "system",
+                "df",
+                "--format",
+                "json",
+            ],
+        );
+        serde_json::from_str(out.lines().nth(3).unwrap()).unwrap()
+    };
+    let row = df(&root);
+    assert_eq!(row["Type"], "Unpacked Layers");
+    assert_eq!(
+        (row["TotalCount"].as_str(), row["Active"].as_str()),
+        (Some("3"), Some("3"))
+    );
+    assert!(
+        row["Reclaimable"].as_str().unwrap().starts_with("0B"),
+        "{row}"
+    );
+    ok(&root, &["rmi", "layer-urm:v1"]);
+    let row = df(&root);
+    assert_eq!(
+        (row["TotalCount"].as_str(), row["Active"].as_str()),
+        (Some("3"), Some("2"))
+    );
+    // (vfs: the top folder is a full copy, its size counts every file it holds)
+    assert!(
+        !row["Reclaimable"].as_str().unwrap().starts_with("0B"),
+        "{row}"
+    );
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! `strata system df [-v]`: disk usage by kind, as `docker system df` prints it.
 //!
 //! Sizes are bytes on disk in the store: blobs as stored (layers compressed when the store
-//! compresses them), configs and manifests, each shared blob counted once in the totals.
-//! Unpacked layer folders are not counted here.
+//! compresses them), configs and manifests, each shared blob counted once in the totals;
+//! the unpacked layer folders have a row of their own.
 //!
 //! Rows and how they count (each from the store's refs, so nothing is estimated):
 //! - Images: the tag and untagged refs. ACTIVE counts images that containers use;
@@ -13,6 +13,9 @@
 //!   [`containers_row`] then, and count writable layers from the snapshotter.
 //! - Build Cache: `cache/` refs; RECLAIMABLE leaves out blobs images or containers share.
 //!   ACTIVE (records in use by a running build) is 0: builds hold no records between runs.
+//! - Unpacked Layers: the snapshotter's folders (overlay2 `diff/` or vfs copies). ACTIVE
+//!   counts those a ref still reaches (committed layers named by a reachable chainID, and
+//!   every writable snapshot); RECLAIMABLE is the size of the others.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -20,6 +23,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
+use strata_overlay::Snapshotter;
 use strata_store::{Digest, Ref, RefKind, Store};
 
 use super::images::{Catalog, Format};
@@ -208,8 +212,40 @@ fn build_cache_row(
     })
 }
 
+/// The unpacked layers row: every snapshot's own files; committed layers no ref reaches
+/// any more are reclaimable.
+fn unpacked_layers_row(
+    snapshotter: Option<&Snapshotter>,
+    reachable_chains: &BTreeSet<String>,
+) -> anyhow::Result<TypeRow> {
+    let mut row = TypeRow {
+        kind: "Unpacked Layers",
+        total: 0,
+        active: 0,
+        size: 0,
+        reclaimable: 0,
+        percent: true,
+    };
+    let Some(snap) = snapshotter else {
+        return Ok(row);
+    };
+    for info in snap.walk()? {
+        let size = snap.usage(&info.key)?.size;
+        let active =
+            info.kind != strata_overlay::Kind::Committed || reachable_chains.contains(&info.key);
+        row.total += 1;
+        row.size += size;
+        if active {
+            row.active += 1;
+        } else {
+            row.reclaimable += size;
+        }
+    }
+    Ok(row)
+}
+
 /// Gather the report.
-pub fn report(store: &Store) -> anyhow::Result<Report> {
+pub fn report(store: &Store, snapshotter: Option<&Snapshotter>) -> anyhow::Result<Report> {
     let usage = store.disk_usage()?;
     let catalog = Catalog::load(store)?;
     let mut sizes = Sizes {
@@ -250,10 +286,17 @@ pub fn report(store: &Store) -> anyhow::Result<Report> {
     let only_containers: BTreeSet<Digest> =
         by_containers.difference(&not_containers).copied().collect();
     let not_cache: BTreeSet<Digest> = by_images.union(&by_containers).copied().collect();
+    let chains: BTreeSet<String> = store
+        .reachable()?
+        .chain_ids
+        .iter()
+        .map(Digest::hex)
+        .collect();
     let rows = vec![
         images_row(usage.images.len(), active, &by_images, &kept, &mut sizes)?,
         containers_row(&container_refs, &only_containers, &mut sizes)?,
         build_cache_row(&cache_refs, &by_cache, &not_cache, &mut sizes)?,
+        unpacked_layers_row(snapshotter, &chains)?,
     ];
 
     // Per image: one row per tag (untagged images once), sizes per manifest.
@@ -480,7 +523,8 @@ pub fn run(global: &GlobalArgs, command: &SystemCommand) -> anyhow::Result<ExitC
     let SystemCommand::Df(args) = command;
     let root = global.store_root()?;
     let store = global.open_store()?;
-    let report = report(&store).at(format!("store {}", root.display()))?;
+    let snapshotter = global.existing_snapshotter(&root)?;
+    let report = report(&store, snapshotter.as_ref()).at(format!("store {}", root.display()))?;
     let verbose = global.verbose > 0;
     let mut out = std::io::stdout().lock();
     match (args.format, verbose) {

@@ -4,11 +4,13 @@
 //!   integration suites that need root and overlayfs).
 //! - `bench`: benchmarks, reported as ratios against yardsticks measured in the same run.
 //! - `demo`: the main job, a demo build of real images on the embedded default store.
+//! - `man`: strata's man pages, into `target/man` or a given folder.
 
 mod bench_overlay;
 mod bench_parser;
 mod bench_store;
 mod deps;
+mod man;
 mod shared;
 mod test;
 mod tidy;
@@ -30,6 +32,8 @@ enum Command {
     /// Run a benchmark and report ratios against yardsticks measured in the same run.
     #[command(subcommand)]
     Bench(Bench),
+    /// Write strata's man pages (one per command) into target/man or DIR.
+    Man(man::ManArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,5 +53,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(Bench::Parser(b)) => bench_parser::run(&b),
         Command::Bench(Bench::Overlay) => bench_overlay::run(),
         Command::Bench(Bench::Store(b)) => bench_store::run(&b),
+        Command::Man(m) => man::run(&m),
     }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use strata_overlay::Driver;
 
 /// Global options, accepted before or after the subcommand.
@@ -13,9 +13,20 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "STRATA_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
 
-    /// More output on stderr (repeat for more).
+    /// More detail: commands with a verbose view show it (`system df -v`); `-vv` also logs
+    /// info to stderr, `-vvv` debug.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Diagnostics written to stderr (default: warn; overrides `-v`).
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_LOG_LEVEL",
+        value_enum,
+        value_name = "LEVEL"
+    )]
+    pub log_level: Option<LogLevel>,
 
     /// Storage driver for unpacked layers: `overlay` (the default where overlayfs works) or
     /// `vfs` (a full copy per layer, for filesystems or sandboxes without overlayfs).
@@ -26,6 +37,34 @@ pub struct GlobalArgs {
         value_name = "DRIVER"
     )]
     pub storage_driver: Option<Driver>,
+}
+
+/// Levels of `--log-level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Only errors.
+    Error,
+    /// Errors and warnings (the default).
+    Warn,
+    /// Also what the command is doing (which store, which driver).
+    Info,
+    /// Also details for debugging strata itself.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// The `log` crate's filter for this level.
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
 }
 
 impl GlobalArgs {
@@ -53,7 +92,30 @@ impl GlobalArgs {
     /// Open (creating if needed) the store.
     pub fn open_store(&self) -> anyhow::Result<strata_store::Store> {
         let root = self.store_root()?;
+        log::info!("store: {}", root.display());
         strata_store::Store::open(&root)
             .with_context(|| format!("cannot open the store at {}", root.display()))
+    }
+}
+
+impl GlobalArgs {
+    /// The snapshotter of the store at `root` for reading (inspect, accounting), or `None`
+    /// when nothing was ever unpacked there with the driver in use: then nothing is created.
+    pub fn existing_snapshotter(
+        &self,
+        root: &std::path::Path,
+    ) -> anyhow::Result<Option<strata_overlay::Snapshotter>> {
+        let has = |d: Driver| root.join(d.name()).join("l").is_dir();
+        let driver = match self.storage_driver {
+            Some(d) if has(d) => Some(d),
+            Some(_) => return Ok(None),
+            None if has(Driver::Overlay) => None,
+            None if has(Driver::Vfs) => Some(Driver::Vfs),
+            None => return Ok(None),
+        };
+        let snapshotter = strata_overlay::Snapshotter::open(root, driver)
+            .with_context(|| format!("cannot open the layer folders of {}", root.display()))?;
+        log::info!("storage driver: {}", snapshotter.driver());
+        Ok(Some(snapshotter))
     }
 }

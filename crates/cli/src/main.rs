@@ -6,6 +6,7 @@
 
 mod commands;
 mod global;
+mod ui;
 
 use std::process::ExitCode;
 
@@ -24,23 +25,73 @@ struct Cli {
     command: Command,
 }
 
-/// Exit code for a command line that could not be understood (Docker's convention).
-const EXIT_USAGE: u8 = 125;
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
+            if !e.use_stderr() {
+                // --help and --version.
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // Usage errors read like every other error: `Error: ...`, exit 125.
+            let text = e.render().to_string();
+            let rest = text.strip_prefix("error: ").unwrap_or(&text);
+            eprint!("{} {rest}", ui::color::Palette::stderr().error("Error:"));
+            return ExitCode::from(ui::error::EXIT_USAGE);
         }
     };
+    ui::log::init(ui::log::level(
+        cli.global.log_level.map(global::LogLevel::filter),
+        cli.global.verbose,
+    ));
     match commands::run(&cli.global, cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("Error: {e:#}");
-            ExitCode::from(1)
+            // Errors from the store or the snapshotter happened in the store: say which.
+            let store = ui::error::is_storage_error(&e)
+                .then(|| cli.global.store_root().ok())
+                .flatten()
+                .map(|r| format!("store {}", r.display()));
+            log::debug!("{e:?}");
+            eprint!(
+                "{}",
+                ui::error::render(&e, store.as_deref(), ui::color::Palette::stderr())
+            );
+            ExitCode::from(ui::error::exit_code(&e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every command a user can see shows an example under `--help` (and in its man page).
+    #[test]
+    fn every_subcommand_has_an_example() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sub in cmd.get_subcommands() {
+                if sub.is_hide_set() || sub.get_name() == "help" {
+                    continue;
+                }
+                let name = format!("{path} {}", sub.get_name());
+                let help = sub.get_after_help().map(|h| h.to_string());
+                if !help.is_some_and(|h| h.contains("strata ")) {
+                    missing.push(name.clone());
+                }
+                walk(sub, &name, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "strata", &mut missing);
+        assert!(missing.is_empty(), "no example in --help: {missing:?}");
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

@@ -174,6 +174,14 @@ impl Store {
         Ok(self.reach(&refs))
     }
 
+    /// What some refs reach (say only the tags, or only the cache records): with
+    /// [`Store::reachable`] this tells what removing the other refs would free.
+    pub fn reachable_from(&self, refs: &[Ref]) -> Result<Reachable> {
+        let _lease = self.lease()?;
+        let _refs = self.lock_refs(false)?;
+        Ok(self.reach(refs))
+    }
+
     /// Remove every blob no ref reaches, their layer records, and leftover temp files.
     ///
     /// Waits for every [`crate::Lease`] to be dropped (do not hold one while calling this).
@@ -335,6 +343,14 @@ mod tests {
             })
             .unwrap();
         s.set_ref(RefKind::Cache, "key", &rec).unwrap();
+
+        let tags = s.list_refs(RefKind::Tag).unwrap();
+        let by_tags = s.reachable_from(&tags).unwrap();
+        assert!(by_tags.blobs.contains(&top.digest) && !by_tags.blobs.contains(&cached.digest));
+        let by_cache = s
+            .reachable_from(&s.list_refs(RefKind::Cache).unwrap())
+            .unwrap();
+        assert!(by_cache.blobs.contains(&cached.digest) && !by_cache.blobs.contains(&top.digest));
 
         let dry = s.gc(GcOptions { dry_run: true }).unwrap();
         assert_eq!(dry.removed, vec![(garbage.digest, 200)]);

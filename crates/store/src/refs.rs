@@ -207,6 +207,23 @@ impl Store {
         Ok((file.name == name).then_some(file.target))
     }
 
+    /// When a ref was last set (its file's modification time), if it exists: what
+    /// `docker inspect` shows as a tag's `LastTagTime`.
+    pub fn ref_modified(&self, kind: RefKind, name: &str) -> Result<Option<std::time::SystemTime>> {
+        let _lock = self.lock_refs(false)?;
+        let path = self.ref_path(kind, name);
+        match fs::metadata(&path) {
+            Ok(m) => {
+                if read_ref_file(&path)?.name != name {
+                    return Ok(None);
+                }
+                Ok(Some(m.modified().map_err(|e| Error::io("stat", &path, e))?))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("stat", path, e)),
+        }
+    }
+
     /// Every ref of one kind, sorted by name.
     pub fn list_refs(&self, kind: RefKind) -> Result<Vec<Ref>> {
         let _lock = self.lock_refs(false)?;
@@ -319,6 +336,13 @@ mod tests {
         s.set_ref(RefKind::Tag, name, &target).unwrap();
         s.set_ref(RefKind::Cache, "k1", &target).unwrap();
         assert_eq!(s.get_ref(RefKind::Tag, name).unwrap(), Some(target.clone()));
+        let set_at = s.ref_modified(RefKind::Tag, name).unwrap().unwrap();
+        assert!(set_at.elapsed().unwrap() < std::time::Duration::from_secs(600));
+        assert_eq!(
+            s.ref_modified(RefKind::Tag, "docker.io/library/x:1")
+                .unwrap(),
+            None
+        );
         assert_eq!(s.list_refs(RefKind::Cache).unwrap().len(), 1);
         let index: serde_json::Value =
             serde_json::from_slice(&fs::read(s.root().join("index.json")).unwrap()).unwrap();

@@ -1,12 +1,18 @@
 //! One module per subcommand; this file lists them and dispatches.
 
+mod completion;
 mod fsck;
+mod history;
 mod images;
+mod inspect;
 mod lint;
 mod load;
 mod parse;
 mod prune;
+mod rmi;
 mod save;
+mod system;
+mod tag;
 
 use std::io::Read;
 use std::path::Path;
@@ -21,21 +27,55 @@ use crate::global::GlobalArgs;
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print version information.
+    #[command(after_help = "Example:\n  strata version")]
     Version,
     /// Parse a Dockerfile and summarise its stages (or print BuildKit's dump format).
+    #[command(
+        after_help = "Examples:\n  strata parse Dockerfile\n  strata parse --dump - < Dockerfile"
+    )]
     Parse(parse::ParseArgs),
     /// Check a Dockerfile for common mistakes; exit 1 on any error-level finding.
+    #[command(
+        after_help = "Examples:\n  strata lint Dockerfile\n  strata lint --format json Dockerfile"
+    )]
     Lint(lint::LintArgs),
     /// List images in the store.
     Images(images::ImagesArgs),
+    /// Show the history of an image, newest first.
+    History(history::HistoryArgs),
+    /// Print images as Docker's JSON (config, layers, GraphDriver folders).
+    Inspect(inspect::InspectArgs),
+    /// Give an image another name.
+    Tag(tag::TagArgs),
+    /// Remove image tags, and images nothing else names.
+    Rmi(rmi::RmiArgs),
     /// Save images to a tar archive (docker-compatible or OCI layout).
+    #[command(
+        after_help = "Examples:\n  strata save -o images.tar busybox app:1\n  strata save --format oci --compression zstd app:1 > app.tar"
+    )]
     Save(save::SaveArgs),
     /// Load images from a tar archive (docker, OCI; plain, gzip or zstd).
+    #[command(
+        after_help = "Examples:\n  strata load -i images.tar\n  strata save busybox | strata --root /tmp/other load"
+    )]
     Load(load::LoadArgs),
     /// Verify every blob and reference in the store.
+    #[command(after_help = "Examples:\n  strata fsck\n  strata fsck --repair")]
     Fsck(fsck::FsckArgs),
     /// Remove blobs that no tag, cache record or container references.
+    #[command(after_help = "Examples:\n  strata prune --dry-run\n  strata prune")]
     Prune(prune::PruneArgs),
+    /// Manage strata itself (disk usage).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  strata system df\n  strata system df -v"
+    )]
+    System(system::SystemCommand),
+    /// Print a shell completion script (bash, zsh or fish).
+    Completion(completion::CompletionArgs),
+    /// Write the man pages (used by `cargo xtask man`).
+    #[command(name = "__man", hide = true)]
+    Man(completion::ManArgs),
 }
 
 /// Run one subcommand; the returned code becomes the process's exit code.
@@ -48,10 +88,17 @@ pub fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<ExitCode> {
         Command::Parse(args) => parse::run(&args),
         Command::Lint(args) => lint::run(&args),
         Command::Images(args) => images::run(global, &args),
+        Command::History(args) => history::run(global, &args),
+        Command::Inspect(args) => inspect::run(global, &args),
+        Command::Tag(args) => tag::run(global, &args),
+        Command::Rmi(args) => rmi::run(global, &args),
         Command::Save(args) => save::run(global, &args),
         Command::Load(args) => load::run(global, &args),
         Command::Fsck(args) => fsck::run(global, &args),
         Command::Prune(args) => prune::run(global, &args),
+        Command::System(command) => system::run(global, &command),
+        Command::Completion(args) => completion::run(&args),
+        Command::Man(args) => completion::man(&args),
     }
 }
 

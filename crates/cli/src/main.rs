@@ -6,6 +6,7 @@
 
 mod commands;
 mod global;
+mod render;
 mod ui;
 
 use std::process::ExitCode;

@@ -1,5 +1,6 @@
 //! One module per subcommand; this file lists them and dispatches.
 
+mod build;
 mod completion;
 mod fsck;
 mod history;
@@ -29,6 +30,11 @@ pub enum Command {
     /// Print version information.
     #[command(after_help = "Example:\n  strata version")]
     Version,
+    /// Build an image from a Dockerfile and a context folder.
+    #[command(
+        after_help = "Examples:\n  strata build -t app:1 .\n  strata build -f docker/Dockerfile --build-arg VERSION=2 --target runtime -t app:2 .\n  strata build -q --no-cache . > iid"
+    )]
+    Build(Box<build::BuildArgs>),
     /// Parse a Dockerfile and summarise its stages (or print BuildKit's dump format).
     #[command(
         after_help = "Examples:\n  strata parse Dockerfile\n  strata parse --dump - < Dockerfile"
@@ -62,9 +68,12 @@ pub enum Command {
     /// Verify every blob and reference in the store.
     #[command(after_help = "Examples:\n  strata fsck\n  strata fsck --repair")]
     Fsck(fsck::FsckArgs),
-    /// Remove blobs that no tag, cache record or container references.
-    #[command(after_help = "Examples:\n  strata prune --dry-run\n  strata prune")]
+    /// Remove blobs and layer folders that no tag, cache record or container references.
+    #[command(after_help = "Examples:\n  strata prune --dry-run\n  strata prune --cache")]
     Prune(prune::PruneArgs),
+    /// Manage the build cache.
+    #[command(subcommand, after_help = "Example:\n  strata builder prune")]
+    Builder(prune::BuilderCommand),
     /// Manage strata itself (disk usage).
     #[command(
         subcommand,
@@ -85,6 +94,7 @@ pub fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<ExitCode> {
             println!("strata {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Build(args) => build::run(global, &args),
         Command::Parse(args) => parse::run(&args),
         Command::Lint(args) => lint::run(&args),
         Command::Images(args) => images::run(global, &args),
@@ -96,6 +106,7 @@ pub fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<ExitCode> {
         Command::Load(args) => load::run(global, &args),
         Command::Fsck(args) => fsck::run(global, &args),
         Command::Prune(args) => prune::run(global, &args),
+        Command::Builder(command) => prune::run_builder(global, &command),
         Command::System(command) => system::run(global, &command),
         Command::Completion(args) => completion::run(&args),
         Command::Man(args) => completion::man(&args),

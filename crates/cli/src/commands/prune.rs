@@ -1,9 +1,13 @@
-//! `strata prune`: garbage-collect unreferenced blobs.
+//! `strata prune` and `strata builder prune`: garbage-collect blobs no ref reaches and the
+//! unpacked layer folders of chains no ref reaches; with `--cache` (always for `builder
+//! prune`) drop the build cache first: cache records, `RUN --mount=type=cache` folders and
+//! the records of last builds.
 
 use std::process::ExitCode;
 
-use clap::Args;
-use strata_store::{human_size, GcOptions};
+use clap::{Args, Subcommand};
+use strata_builder::{PruneOptions, PruneReport};
+use strata_store::human_size;
 
 use crate::global::GlobalArgs;
 
@@ -13,29 +17,127 @@ pub struct PruneArgs {
     /// List what would be removed without removing it.
     #[arg(long)]
     dry_run: bool,
+    /// Also drop the build cache (cache records, cache mounts, last-build records).
+    #[arg(long)]
+    cache: bool,
+}
+
+/// `strata builder ...`.
+#[derive(Debug, Subcommand)]
+pub enum BuilderCommand {
+    /// Remove the build cache and what only it kept.
+    #[command(after_help = "Examples:\n  strata builder prune\n  strata builder prune --dry-run")]
+    Prune(BuilderPruneArgs),
+}
+
+/// Options of `strata builder prune`.
+#[derive(Debug, Args)]
+pub struct BuilderPruneArgs {
+    /// List what would be removed without removing it.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 pub fn run(global: &GlobalArgs, args: &PruneArgs) -> anyhow::Result<ExitCode> {
-    let store = global.open_store()?;
-    let report = store.gc(GcOptions {
-        dry_run: args.dry_run,
-    })?;
-    let verb = if args.dry_run {
+    prune(
+        global,
+        PruneOptions {
+            dry_run: args.dry_run,
+            cache: args.cache,
+        },
+    )
+}
+
+pub fn run_builder(global: &GlobalArgs, command: &BuilderCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BuilderCommand::Prune(args) => prune(
+            global,
+            PruneOptions {
+                dry_run: args.dry_run,
+                cache: true,
+            },
+        ),
+    }
+}
+
+fn prune(global: &GlobalArgs, options: PruneOptions) -> anyhow::Result<ExitCode> {
+    let engine = global.open_engine()?;
+    let report = engine.prune(&options)?;
+    print!("{}", describe(&report));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The lines `prune` prints: what went, then the total.
+fn describe(report: &PruneReport) -> String {
+    let verb = if report.dry_run {
         "would remove"
     } else {
         "removed"
     };
-    for (digest, size) in &report.removed {
-        println!("{verb} {digest} ({})", human_size(*size));
+    let mut out = String::new();
+    if report.cache_records > 0 {
+        out.push_str(&format!(
+            "{verb} {} build cache record(s)\n",
+            report.cache_records
+        ));
     }
-    if !report.temp_files.is_empty() {
-        println!("{verb} {} leftover temp file(s)", report.temp_files.len());
+    for (path, size) in &report.cache_mounts {
+        out.push_str(&format!(
+            "{verb} cache mount {} ({})\n",
+            path.display(),
+            human_size(*size)
+        ));
     }
-    let total = if args.dry_run {
+    for (digest, size) in &report.gc.removed {
+        out.push_str(&format!("{verb} {digest} ({})\n", human_size(*size)));
+    }
+    for (name, size) in &report.snapshots {
+        out.push_str(&format!(
+            "{verb} layer folder {} ({})\n",
+            &name[..12.min(name.len())],
+            human_size(*size)
+        ));
+    }
+    if !report.gc.temp_files.is_empty() {
+        out.push_str(&format!(
+            "{verb} {} leftover temp file(s)\n",
+            report.gc.temp_files.len()
+        ));
+    }
+    let total = if report.dry_run {
         "Total reclaimable space"
     } else {
         "Total reclaimed space"
     };
-    println!("{total}: {}", human_size(report.bytes_freed));
-    Ok(ExitCode::SUCCESS)
+    out.push_str(&format!(
+        "{total}: {}\n",
+        human_size(report.gc.bytes_freed + report.unpacked_bytes)
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_store::Digest;
+
+    #[test]
+    fn describes_blobs_folders_and_cache() {
+        let mut report = PruneReport {
+            cache_records: 3,
+            snapshots: vec![("ab".repeat(32), 4096)],
+            unpacked_bytes: 4096,
+            ..PruneReport::default()
+        };
+        report.gc.removed = vec![(Digest::of(b"x"), 2048)];
+        report.gc.bytes_freed = 2048;
+        insta::assert_snapshot!(describe(&report), @r###"
+        removed 3 build cache record(s)
+        removed sha256:2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881 (2.048kB)
+        removed layer folder abababababab (4.096kB)
+        Total reclaimed space: 6.144kB
+        "###);
+        report.dry_run = true;
+        assert!(describe(&report).starts_with("would remove 3 build cache record(s)"));
+    }
 }

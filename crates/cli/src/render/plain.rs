@@ -1,0 +1,218 @@
+//! `--progress=plain`: BuildKit's plain output, plus why each step missed the cache.
+//!
+//! ```text
+//! #2 [base 2/3] RUN make
+//! #2 cache miss: build arg VERSION changed from "1" to "2"
+//! #2 0.412 cc -o app main.c
+//! #2 DONE 1.2s
+//!
+//! #3 [base 3/3] RUN echo done
+//! #3 CACHED
+//! ```
+//!
+//! Steps of stages running in parallel interleave, but every line names its step.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use strata_builder::progress::{Event, Reporter, StepId, StepInfo};
+
+use super::{emit, Out};
+
+/// The plain renderer.
+pub struct Plain {
+    out: Out,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    started: HashMap<StepId, Instant>,
+    cached: HashSet<StepId>,
+}
+
+/// `[stage k/n]` with `k` padded to the width of `n`, as BuildKit aligns it.
+pub fn step_label(info: &StepInfo) -> String {
+    let width = info.total.to_string().len();
+    let k = format!("{:>width$}/{}", info.index, info.total);
+    if info.stage.is_empty() {
+        format!("[{k}] {}", info.instruction)
+    } else {
+        format!("[{} {k}] {}", info.stage, info.instruction)
+    }
+}
+
+impl Plain {
+    /// A renderer writing to `out`.
+    pub fn new(out: Out) -> Plain {
+        Plain {
+            out,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Reporter for Plain {
+    fn report(&self, event: &Event) {
+        let text = match event {
+            Event::BuildStarted { .. } | Event::BuildFinished(_) | Event::BuildFailed { .. } => {
+                return
+            }
+            Event::StepStarted(info) => {
+                self.state().started.insert(info.id, Instant::now());
+                format!("\n#{} {}\n", info.id.0, step_label(info))
+            }
+            Event::Cached { step, .. } => {
+                self.state().cached.insert(*step);
+                format!("#{} CACHED\n", step.0)
+            }
+            Event::CacheMiss {
+                step,
+                reason: Some(r),
+                ..
+            } => format!("#{} cache miss: {r}\n", step.0),
+            Event::Output { step, line, .. } => {
+                let since = self
+                    .state()
+                    .started
+                    .get(step)
+                    .map(|t| t.elapsed().as_secs_f64())
+                    .unwrap_or(0.0);
+                format!("#{} {since:.3} {}\n", step.0, String::from_utf8_lossy(line))
+            }
+            Event::StepDone { step, duration } => {
+                if self.state().cached.contains(step) {
+                    return;
+                }
+                format!("#{} DONE {:.1}s\n", step.0, duration.as_secs_f64())
+            }
+            Event::StepFailed {
+                step,
+                message,
+                duration,
+            } => format!(
+                "#{} ERROR: {message}\n#{} FAILED {:.1}s\n",
+                step.0,
+                step.0,
+                duration.as_secs_f64()
+            ),
+            Event::Warning {
+                step: Some(step),
+                message,
+            } => format!("#{} WARN: {message}\n", step.0),
+            Event::Warning {
+                step: None,
+                message,
+            } => format!("WARN: {message}\n"),
+            _ => return,
+        };
+        emit(&self.out, &text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use strata_builder::exec::Stream;
+    use strata_builder::progress::StepInfo;
+
+    use super::super::testing::{buffer, text};
+    use super::*;
+
+    fn info(id: usize, stage: &str, k: usize, n: usize, instruction: &str) -> StepInfo {
+        StepInfo {
+            id: StepId(id),
+            stage: stage.into(),
+            index: k,
+            total: n,
+            instruction: instruction.into(),
+        }
+    }
+
+    #[test]
+    fn renders_buildkits_plain_format() {
+        let (out, data) = buffer();
+        let plain = Plain::new(out);
+        let events = [
+            Event::Warning {
+                step: None,
+                message: "FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 1)"
+                    .into(),
+            },
+            Event::StepStarted(info(1, "", 1, 12, "FROM docker.io/library/busybox:latest")),
+            Event::Cached {
+                step: StepId(1),
+                key: "sha256:x".into(),
+            },
+            Event::StepDone {
+                step: StepId(1),
+                duration: Duration::from_millis(1),
+            },
+            Event::StepStarted(info(2, "build", 10, 12, "RUN make")),
+            Event::CacheMiss {
+                step: StepId(2),
+                key: "sha256:y".into(),
+                reason: Some("build arg V changed from \"1\" to \"2\"".into()),
+            },
+            Event::Output {
+                step: StepId(2),
+                stream: Stream::Stdout,
+                line: b"cc -o app".to_vec(),
+            },
+            Event::StepDone {
+                step: StepId(2),
+                duration: Duration::from_millis(1250),
+            },
+            Event::StepStarted(info(3, "build", 11, 12, "RUN false")),
+            Event::StepFailed {
+                step: StepId(3),
+                message: "RUN false returned exit code 1".into(),
+                duration: Duration::from_millis(40),
+            },
+        ];
+        for e in &events {
+            plain.report(e);
+        }
+        let got = text(&data);
+        let got = regex_lite_replace(&got);
+        insta::assert_snapshot!(got, @r###"
+        WARN: FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 1)
+
+        #1 [ 1/12] FROM docker.io/library/busybox:latest
+        #1 CACHED
+
+        #2 [build 10/12] RUN make
+        #2 cache miss: build arg V changed from "1" to "2"
+        #2 [T] cc -o app
+        #2 DONE 1.2s
+
+        #3 [build 11/12] RUN false
+        #3 ERROR: RUN false returned exit code 1
+        #3 FAILED 0.0s
+        "###);
+    }
+
+    /// Output lines carry the seconds since their step started: mask them.
+    fn regex_lite_replace(text: &str) -> String {
+        text.lines()
+            .map(|l| {
+                let mut parts = l.splitn(3, ' ');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(id), Some(t), Some(rest))
+                        if id.starts_with('#') && t.contains('.') && t.parse::<f64>().is_ok() =>
+                    {
+                        format!("{id} [T] {rest}")
+                    }
+                    _ => l.to_string(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}

@@ -1,0 +1,290 @@
+//! `strata build` end to end: progress modes, `-q`, `--iidfile`, `--output`, `--explain`,
+//! failures and exit codes, `prune --cache` / `builder prune`, and the seed example's
+//! `history`. Builds need root and overlayfs: every test is privileged.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use strata_overlay::{diff_dirs, write_tar, TarOptions};
+use strata_store::{Compression, ImageConfig, Reference, Store};
+
+/// A fresh store holding `busybox:latest`, made from Debian's busybox-static.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = tempfile::tempdir().unwrap();
+        let bin = rootfs.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static is installed");
+        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+        for applet in String::from_utf8(list.stdout).unwrap().lines() {
+            if applet != "busybox" {
+                std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+            }
+        }
+        std::fs::create_dir_all(rootfs.path().join("etc")).unwrap();
+        std::fs::write(
+            rootfs.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\n",
+        )
+        .unwrap();
+        let empty = tempfile::tempdir().unwrap();
+        let mut tar = Vec::new();
+        let set = diff_dirs(empty.path(), rootfs.path()).unwrap();
+        write_tar(
+            &set,
+            &mut tar,
+            &TarOptions {
+                clamp_mtime: Some(1_700_000_000),
+            },
+        )
+        .unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let mut config: ImageConfig = ImageConfig::parse(
+            br#"{"architecture":"amd64","os":"linux","created":"2023-11-14T22:13:20Z","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":[]},"history":[{"created":"2023-11-14T22:13:20Z","created_by":"/bin/sh -c #(nop) ADD file:busybox in / "},{"created":"2023-11-14T22:13:20Z","created_by":"/bin/sh -c #(nop)  CMD [\"sh\"]","empty_layer":true}]}"#,
+        )
+        .unwrap();
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        };
+        config.oci.set_architecture(arch.into());
+        let image = store.import(&tar[..], &config, Compression::Zstd).unwrap();
+        store
+            .tag(&Reference::parse("busybox:latest").unwrap(), &image)
+            .unwrap();
+        Fixture { dir }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// A context folder with a Dockerfile and files.
+    fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
+        let ctx = self.dir.path().join(name);
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        for (p, c) in files {
+            let p = ctx.join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, c).unwrap();
+        }
+        ctx
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .env_remove("NO_COLOR")
+            .env_remove("STRATA_LOG_LEVEL")
+            .env_remove("STRATA_STORAGE_DRIVER")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .output()
+            .expect("strata runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> (String, String) {
+        let out = self.run(args);
+        let (o, e) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(out.status.success(), "strata {args:?} failed:\n{o}\n{e}");
+        (o, e)
+    }
+
+    fn settings(&self) -> insta::Settings {
+        let mut s = insta::Settings::clone_current();
+        s.add_filter(
+            &regex_escape(&self.dir.path().display().to_string()),
+            "[TMP]",
+        );
+        s.add_filter(r"sha256:[0-9a-f]{64}", "sha256:[ID]");
+        s.add_filter(r"sha256:[0-9a-f]{12}…", "sha256:[KEY]");
+        s.add_filter(r"(#\d+) \d+\.\d{3} ", "$1 [T] ");
+        s.add_filter(r"(DONE|FAILED) \d+\.\ds", "$1 [D]s");
+        s
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const SEED_BASE: &str = "FROM busybox\nRUN mkdir /opt/ && echo \"base jdk env\" > /opt/env\nCMD [\"cat\",\"/opt/env\"]\n";
+
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn seed_example_with_plain_progress_and_history() {
+    let f = Fixture::new();
+    let base = f.context("base", SEED_BASE, &[]);
+    let urm = f.context(
+        "urm",
+        "FROM layer-base:v1\nRUN echo \"urm service startup\" > /opt/startup\nCMD [\"cat\",\"/opt/startup\"]\n",
+        &[],
+    );
+    let (_, first) = f.ok(&[
+        "build",
+        "--progress=plain",
+        "-t",
+        "layer-base:v1",
+        path(&base),
+    ]);
+    f.ok(&["build", "-t", "layer-urm:v1", path(&urm)]);
+    let (_, again) = f.ok(&[
+        "build",
+        "--progress=plain",
+        "-t",
+        "layer-base:v1",
+        path(&base),
+    ]);
+    let (history, _) = f.ok(&["history", "layer-urm:v1"]);
+    let mut s = f.settings();
+    s.add_filter(
+        r"(?:\d+ \w+|Less than a second|About an? \w+) ago +",
+        "[AGO] ",
+    );
+    s.add_filter(r"\b[0-9a-f]{12}\b", "[IMAGE]");
+    s.bind(|| {
+        insta::assert_snapshot!("plain_first_build", first);
+        insta::assert_snapshot!("plain_rebuild_all_cached", again);
+        insta::assert_snapshot!("history_of_urm", history);
+    });
+}
+
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn quiet_iidfile_output_and_json() {
+    let f = Fixture::new();
+    let ctx = f.context("app", "FROM busybox\nRUN echo hi > /hi\n", &[]);
+    let iid = f.dir.path().join("iid");
+    let archive = f.dir.path().join("app-oci.tar");
+    let (stdout, stderr) = f.ok(&[
+        "build",
+        "-q",
+        "--iidfile",
+        path(&iid),
+        "--output",
+        &format!("type=oci,dest={}", archive.display()),
+        "-t",
+        "app:1",
+        path(&ctx),
+    ]);
+    let id = stdout.trim();
+    assert!(
+        id.len() == 71 && id.starts_with("sha256:") && stdout.lines().count() == 1,
+        "{stdout:?}"
+    );
+    assert_eq!(stderr, "", "quiet means quiet");
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), id);
+    // The archive loads into an empty store.
+    let other = tempfile::tempdir().unwrap();
+    let load = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["--root", path(other.path()), "load", "-i", path(&archive)])
+        .output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&load.stdout).contains(&id[7..19])
+            || String::from_utf8_lossy(&load.stdout).contains("app:1")
+    );
+
+    // JSON progress: one event per line on stderr.
+    let out = f.run(&["build", "--progress=json", "--no-cache", path(&ctx)]);
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.first().unwrap()["event"], "build_started");
+    assert_eq!(lines.last().unwrap()["event"], "build_finished");
+    assert!(lines.iter().any(|l| l["event"] == "cache_miss"));
+}
+
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn explain_failures_and_build_args() {
+    let f = Fixture::new();
+    let ctx = f.context(
+        "explain",
+        "FROM busybox\nARG V=1\nRUN echo $V > /v\nRUN cat /v\n",
+        &[],
+    );
+    f.ok(&["build", "-q", path(&ctx)]);
+    let (_, explained) = f.ok(&[
+        "build",
+        "--progress=quiet",
+        "--explain",
+        "--build-arg",
+        "V=2",
+        path(&ctx),
+    ]);
+    let failing = f.context(
+        "failing",
+        "FROM busybox\nRUN echo out && echo err >&2 && exit 7\n",
+        &[],
+    );
+    let out = f.run(&["build", "--progress=plain", path(&failing)]);
+    assert_eq!(out.status.code(), Some(1));
+    let failed = String::from_utf8_lossy(&out.stderr).into_owned();
+    let missing = f.context("missing", "FROM nothere:1\n", &[]);
+    let out = f.run(&["build", path(&missing)]);
+    assert_eq!(out.status.code(), Some(1));
+    let missing_err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let out = f.run(&["build", "--output", "out.tar", path(&ctx)]);
+    assert_eq!(out.status.code(), Some(125));
+    let usage = String::from_utf8_lossy(&out.stderr).into_owned();
+    f.settings().bind(|| {
+        insta::assert_snapshot!("explain_summary", explained);
+        insta::assert_snapshot!("failing_run", failed);
+        insta::assert_snapshot!("missing_base", missing_err);
+        insta::assert_snapshot!("bad_output_usage", usage);
+    });
+}
+
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn prune_cache_and_builder_prune() {
+    let f = Fixture::new();
+    let ctx = f.context("p", "FROM busybox\nRUN echo one > /one\n", &[]);
+    f.ok(&["build", "-q", "-t", "p:1", path(&ctx)]);
+    f.ok(&["rmi", "p:1"]);
+    let (dry, _) = f.ok(&["builder", "prune", "--dry-run"]);
+    assert!(
+        dry.starts_with("would remove 1 build cache record(s)"),
+        "{dry}"
+    );
+    let (pruned, _) = f.ok(&["prune", "--cache"]);
+    assert!(
+        pruned.contains("removed 1 build cache record(s)"),
+        "{pruned}"
+    );
+    assert!(pruned.contains("removed layer folder "), "{pruned}");
+    let (again, _) = f.ok(&["builder", "prune"]);
+    assert_eq!(again, "Total reclaimed space: 0B\n");
+    // The base stays usable.
+    f.ok(&["build", "-q", path(&ctx)]);
+}

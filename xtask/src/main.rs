@@ -6,6 +6,7 @@
 //! - `demo`: the main job, a demo build of real images on the embedded default store.
 //! - `man`: strata's man pages, into `target/man` or a given folder.
 
+mod bench_build;
 mod bench_overlay;
 mod bench_parser;
 mod bench_store;
@@ -44,6 +45,8 @@ enum Bench {
     Overlay,
     /// The store: ingest (plain, zstd), save and load, peak memory.
     Store(bench_store::StoreBenchArgs),
+    /// `strata build`: cold, cached and touched builds of three Dockerfiles (vs BuildKit).
+    Build(bench_build::BuildBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(Bench::Parser(b)) => bench_parser::run(&b),
         Command::Bench(Bench::Overlay) => bench_overlay::run(),
         Command::Bench(Bench::Store(b)) => bench_store::run(&b),
+        Command::Bench(Bench::Build(b)) => bench_build::run(&b),
         Command::Man(m) => man::run(&m),
     }
 }

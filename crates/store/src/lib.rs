@@ -66,6 +66,8 @@ pub mod media;
 mod record;
 mod reference;
 mod refs;
+pub mod registry;
+mod sources;
 mod store;
 
 pub use archive::{human_size, ArchiveFormat, LoadEvent, LoadReport, LoadedImage, SaveOptions};

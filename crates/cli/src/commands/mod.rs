@@ -4,8 +4,13 @@ mod fsck;
 mod images;
 mod lint;
 mod load;
+mod login;
+mod logout;
 mod parse;
 mod prune;
+mod pull;
+mod push;
+mod registry;
 mod save;
 
 use std::io::Read;
@@ -36,6 +41,14 @@ pub enum Command {
     Fsck(fsck::FsckArgs),
     /// Remove blobs that no tag, cache record or container references.
     Prune(prune::PruneArgs),
+    /// Pull an image from a registry.
+    Pull(pull::PullArgs),
+    /// Push an image to a registry.
+    Push(push::PushArgs),
+    /// Log in to a registry (credentials stored in Docker's config.json).
+    Login(login::LoginArgs),
+    /// Log out from a registry.
+    Logout(logout::LogoutArgs),
 }
 
 /// Run one subcommand; the returned code becomes the process's exit code.
@@ -52,6 +65,10 @@ pub fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<ExitCode> {
         Command::Load(args) => load::run(global, &args),
         Command::Fsck(args) => fsck::run(global, &args),
         Command::Prune(args) => prune::run(global, &args),
+        Command::Pull(args) => pull::run(global, &args),
+        Command::Push(args) => push::run(global, &args),
+        Command::Login(args) => login::run(&args),
+        Command::Logout(args) => logout::run(&args),
     }
 }
 

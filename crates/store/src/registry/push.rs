@@ -353,7 +353,15 @@ fn start_upload(op: &Op<'_>, base: &str, uploads: &str) -> Result<String> {
     Ok(join_location(base, &loc))
 }
 
-/// The last byte a registry holds, from a `Range: 0-<last>` header (`None`: nothing yet).
+/// How many bytes a registry holds, from its `Range: 0-<last>` header. Distribution answers
+/// `0-0` for an empty upload as well as for a one-byte one; it is taken as empty (chunks are
+/// never one byte, and a wrong guess ends in a refused digest and a fresh upload, never in a
+/// stored blob that differs from ours).
+fn range_held(value: &str) -> Option<u64> {
+    range_end(value).map(|end| if end == 0 { 0 } else { end + 1 })
+}
+
+/// The last byte of a `Range: 0-<last>` header.
 fn range_end(value: &str) -> Option<u64> {
     let v = value.trim();
     let v = v.strip_prefix("bytes=").unwrap_or(v);
@@ -397,7 +405,7 @@ fn upload(
         .no_retry();
         return match op.send_once(&action, &call).map_err(fatal)? {
             Err(e) => Err(UploadError::Transient(e.to_string())),
-            Ok(resp) => finish_status(op, &action, resp),
+            Ok(resp) => finish_status(op, &action, resp, false),
         };
     }
 
@@ -428,10 +436,10 @@ fn upload(
                 if let Some(l) = header(&resp, "location") {
                     loc = join_location(&base, &l);
                 }
-                let held = header(&resp, "range").and_then(|r| range_end(&r));
+                let held = header(&resp, "range").and_then(|r| range_held(&r));
                 drain(resp);
                 offset = match held {
-                    Some(end) if end < offset + n => end + 1,
+                    Some(h) if h < offset + n => h,
                     _ => offset + n,
                 };
                 continue;
@@ -468,9 +476,9 @@ fn upload(
         if let Some(l) = header(&resp, "location") {
             loc = join_location(&base, &l);
         }
-        let held = header(&resp, "range").and_then(|r| range_end(&r));
+        let held = header(&resp, "range").and_then(|r| range_held(&r));
         drain(resp);
-        let resumed = held.map_or(0, |end| end + 1);
+        let resumed = held.unwrap_or(0);
         if resumed > size {
             return Err(UploadError::Transient(why));
         }
@@ -482,7 +490,7 @@ fn upload(
     let action = format!("finish the upload of blob {d}");
     let call = Call::new(Method::PUT, with_query(&loc, &[("digest", &digest_text)])).no_retry();
     match op.send_once(&action, &call).map_err(fatal)? {
-        Ok(resp) => finish_status(op, &action, resp),
+        Ok(resp) => finish_status(op, &action, resp, true),
         // The answer was lost: the registry may have the blob already.
         Err(e) => match blob_exists(op, &d) {
             Ok(true) => Ok(()),
@@ -491,18 +499,21 @@ fn upload(
     }
 }
 
-/// Judge the answer to the closing `PUT` of an upload.
+/// Judge the answer to the closing `PUT` of an upload. After `PATCH`es, a refused digest
+/// means the session's bytes went wrong on the way (a registry that does not check
+/// `Content-Range`, a chunk cut midway): worth a fresh session.
 fn finish_status(
     op: &Op<'_>,
     action: &str,
     resp: ureq::http::Response<ureq::Body>,
+    chunked: bool,
 ) -> Result<(), UploadError> {
     let status = resp.status().as_u16();
     if status == 201 || status == 204 || status == 200 {
         drain(resp);
         return Ok(());
     }
-    if retryable_status(status) || status == 404 {
+    if retryable_status(status) || status == 404 || (chunked && status == 400) {
         // 404: the session vanished (e.g. a retried PUT whose first try went through).
         let mut resp = resp;
         return Err(UploadError::Transient(describe_status(status, &mut resp)));
@@ -517,6 +528,8 @@ mod tests {
     #[test]
     fn ranges_name_the_last_byte_held() {
         assert_eq!(range_end("0-99"), Some(99));
+        assert_eq!(range_held("0-99"), Some(100));
+        assert_eq!(range_held("0-0"), Some(0));
         assert_eq!(range_end("bytes=0-0"), Some(0));
         assert_eq!(range_end("5-9"), None);
         assert_eq!(range_end("junk"), None);

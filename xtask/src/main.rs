@@ -7,6 +7,7 @@
 
 mod bench_overlay;
 mod bench_parser;
+mod bench_registry;
 mod bench_store;
 mod deps;
 mod shared;
@@ -40,6 +41,8 @@ enum Bench {
     Overlay,
     /// The store: ingest (plain, zstd), save and load, peak memory.
     Store(bench_store::StoreBenchArgs),
+    /// Push and pull against `skopeo copy` with a local docker-registry; no-op push time.
+    Registry(bench_registry::RegistryBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,5 +52,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(Bench::Parser(b)) => bench_parser::run(&b),
         Command::Bench(Bench::Overlay) => bench_overlay::run(),
         Command::Bench(Bench::Store(b)) => bench_store::run(&b),
+        Command::Bench(Bench::Registry(b)) => bench_registry::run(&b),
     }
 }

@@ -255,6 +255,7 @@ fn login_logout_and_basic_auth_over_tls() {
     let Some(reg) = Registry::start(Setup {
         auth: true,
         tls: true,
+        ..Setup::default()
     }) else {
         return;
     };

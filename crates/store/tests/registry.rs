@@ -9,8 +9,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use registry_common::{layer_tar, storage_blob, FaultProxy, Faults, Registry, Setup};
-use strata_store::registry::{BlobOutcome, Client, ClientOptions, Event, PullOptions, PushOptions};
+use registry_common::{
+    layer_tar, storage_blob, FaultProxy, Faults, Registry, Setup, TokenServer, PASSWORD, USER,
+};
+use strata_store::registry::{
+    BlobOutcome, Client, ClientOptions, Credentials, Event, PullOptions, PushOptions,
+};
 use strata_store::{Compression, Error, FsckOptions, Image, ImageConfig, Reference, Store};
 
 const INTEROP: &str = "interop: needs docker-registry and skopeo (run by cargo xtask test)";
@@ -480,4 +484,108 @@ fn faults_monolithic_uploads_survive_a_flaky_proxy() {
 fn faults_without_retries_fail_clearly_and_leave_stores_consistent() {
     // No retries: the first injected fault ends the transfer, with an error naming it.
     assert!(!faults_round(5, true, 0));
+}
+
+#[test]
+#[ignore = "interop: needs docker-registry and skopeo (run by cargo xtask test)"]
+fn bearer_tokens_are_fetched_once_per_scope_and_refused_clearly() {
+    let tokens = TokenServer::start();
+    let Some(reg) = Registry::start(Setup {
+        auth_yaml: Some(tokens.yaml.clone()),
+        ..Setup::default()
+    }) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Store::open(&tmp.path().join("a")).unwrap();
+    let img = image(&a, &[(70, 1 << 20), (71, 200_000)], Compression::Zstd);
+    let creds = |password: &str| ClientOptions {
+        credentials: vec![(
+            reg.addr.clone(),
+            Credentials {
+                username: USER.into(),
+                password: password.into(),
+            },
+        )],
+        ..options(tmp.path())
+    };
+    let client = Client::new(creds(PASSWORD));
+    let dest = reference(&reg.addr, "bearer/app:v1");
+    client
+        .push(&a, &img, &dest, &PushOptions::default(), &|_| {})
+        .unwrap();
+    // Parallel uploads of 3 blobs and the manifest share one token.
+    assert_eq!(
+        *tokens.issued.lock().unwrap(),
+        vec!["repository:bearer/app:pull,push".to_string()]
+    );
+    let b = Store::open(&tmp.path().join("b")).unwrap();
+    client
+        .pull(&b, &dest, &PullOptions::default(), &|_| {})
+        .unwrap();
+    assert_eq!(
+        tokens.issued.lock().unwrap().len(),
+        2,
+        "one more for the pull scope"
+    );
+    // A mount asks for pull on the source repository in the same token.
+    let events = Events::default();
+    client
+        .push(
+            &b,
+            &b.resolve(&dest.to_string()).unwrap(),
+            &reference(&reg.addr, "bearer/other:v1"),
+            &PushOptions::default(),
+            &events.reporter(),
+        )
+        .unwrap();
+    assert!(events
+        .outcomes()
+        .iter()
+        .all(|o| matches!(o, BlobOutcome::Mounted { .. })));
+    assert_eq!(
+        tokens.issued.lock().unwrap().last().unwrap(),
+        "repository:bearer/app:pull repository:bearer/other:pull,push"
+    );
+
+    // Anonymous: pulls (the token server grants pull to anyone), cannot push.
+    let anonymous = Client::new(options(tmp.path()));
+    let c = Store::open(&tmp.path().join("c")).unwrap();
+    anonymous
+        .pull(&c, &dest, &PullOptions::default(), &|_| {})
+        .unwrap();
+    let err = anonymous
+        .push(
+            &c,
+            &img,
+            &reference(&reg.addr, "bearer/anon:v1"),
+            &PushOptions::default(),
+            &|_| {},
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Registry {
+                status: Some(401),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("bearer/anon"), "{err}");
+
+    // A wrong password: the token server refuses, and the error says so.
+    let wrong = Client::new(creds("nope"));
+    let err = wrong
+        .pull(&c, &dest, &PullOptions::default(), &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("authentication failed") && err.contains(USER),
+        "{err}"
+    );
+    assert!(tokens.refused.load(Ordering::Relaxed) >= 1);
+    assert_clean(&b);
+    assert_clean(&c);
 }

@@ -19,12 +19,14 @@ pub const USER: &str = "tester";
 pub const PASSWORD: &str = "s3cret-pw";
 
 /// How to start the registry.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Setup {
     /// htpasswd basic auth.
     pub auth: bool,
     /// TLS with a self-signed CA.
     pub tls: bool,
+    /// A raw `auth:` section (e.g. token auth), instead of htpasswd.
+    pub auth_yaml: Option<String>,
 }
 
 /// A running registry; killed when dropped.
@@ -91,6 +93,9 @@ impl Registry {
                 "auth:\n  htpasswd:\n    realm: strata-test\n    path: {}\n",
                 path.display()
             ));
+        }
+        if let Some(yaml) = &setup.auth_yaml {
+            extra.push_str(yaml);
         }
         let mut ca = None;
         let mut tls = String::new();
@@ -441,4 +446,187 @@ pub fn storage_blob(storage: &Path, digest: &str) -> PathBuf {
         .join(&hex[..2])
         .join(hex)
         .join("data")
+}
+
+/// A token server for distribution's `auth: token` (the bearer flow Docker Hub uses): checks
+/// basic credentials, and answers RS256 JWTs signed with a throw-away CA key (`openssl`),
+/// carrying the certificate in `x5c` and granting every requested scope.
+pub struct TokenServer {
+    /// `http://127.0.0.1:<port>/token`.
+    pub realm: String,
+    /// Tokens issued, with the scopes asked for.
+    pub issued: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Requests refused for bad credentials.
+    pub refused: Arc<AtomicUsize>,
+    /// The `auth:` section for the registry's config.
+    pub yaml: String,
+    _dir: tempfile::TempDir,
+}
+
+fn b64url(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn b64std(data: &[u8]) -> String {
+    let mut s = b64url(data).replace('-', "+").replace('_', "/");
+    while s.len() % 4 != 0 {
+        s.push('=');
+    }
+    s
+}
+
+fn query_values(query: &str, key: &str) -> Vec<String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| {
+            let mut out = Vec::new();
+            let b = v.as_bytes();
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'%' && i + 2 < b.len() {
+                    out.push(u8::from_str_radix(&v[i + 1..i + 3], 16).unwrap_or(b'?'));
+                    i += 3;
+                } else {
+                    out.push(if b[i] == b'+' { b' ' } else { b[i] });
+                    i += 1;
+                }
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        })
+        .collect()
+}
+
+impl TokenServer {
+    /// Start one that accepts `USER`/`PASSWORD` (and anonymous requests, granting them pull).
+    pub fn start() -> TokenServer {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        run(Command::new("openssl")
+            .current_dir(&d)
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "sign.key",
+            ])
+            .args([
+                "-out",
+                "sign.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=strata token issuer",
+            ]));
+        run(Command::new("openssl").current_dir(&d).args([
+            "x509", "-in", "sign.crt", "-outform", "der", "-out", "sign.der",
+        ]));
+        let der = std::fs::read(d.join("sign.der")).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let realm = format!("http://{}/token", listener.local_addr().unwrap());
+        let yaml = format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: strata-test\n    issuer: strata-test-issuer\n    rootcertbundle: {}\n",
+            d.join("sign.crt").display()
+        );
+        let issued = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let (iss, refd, key) = (issued.clone(), refused.clone(), d.join("sign.key"));
+        let basic = format!("Basic {}", b64std(format!("{USER}:{PASSWORD}").as_bytes()));
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let target = text.split_whitespace().nth(1).unwrap_or("").to_string();
+                let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
+                let auth = text
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("authorization: ")
+                            .or_else(|| l.strip_prefix("Authorization: "))
+                    })
+                    .map(str::trim);
+                if auth.is_some() && auth != Some(basic.as_str()) {
+                    refd.fetch_add(1, Ordering::Relaxed);
+                    let _ = conn.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    continue;
+                }
+                let scopes = query_values(query, "scope");
+                let access: Vec<serde_json::Value> = scopes
+                    .iter()
+                    .filter_map(|s| {
+                        let mut parts = s.splitn(3, ':');
+                        let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+                        let actions: Vec<&str> = actions
+                            .split(',')
+                            .filter(|a| auth.is_some() || *a == "pull")
+                            .collect();
+                        Some(serde_json::json!({"type": kind, "name": name, "actions": actions}))
+                    })
+                    .collect();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let header =
+                    serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [b64std(&der)]});
+                let claims = serde_json::json!({
+                    "iss": "strata-test-issuer", "sub": if auth.is_some() { USER } else { "" },
+                    "aud": "strata-test", "exp": now + 300, "nbf": now - 10, "iat": now,
+                    "jti": format!("t{now}-{}", iss.lock().unwrap().len()), "access": access,
+                });
+                let input = format!(
+                    "{}.{}",
+                    b64url(header.to_string().as_bytes()),
+                    b64url(claims.to_string().as_bytes())
+                );
+                let mut sign = Command::new("openssl")
+                    .args(["dgst", "-sha256", "-sign"])
+                    .arg(&key)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                sign.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(input.as_bytes())
+                    .unwrap();
+                let sig = sign.wait_with_output().unwrap().stdout;
+                let token = format!("{input}.{}", b64url(&sig));
+                iss.lock().unwrap().push(scopes.join(" "));
+                let body = serde_json::json!({"token": token, "expires_in": 300}).to_string();
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        TokenServer {
+            realm,
+            issued,
+            refused,
+            yaml,
+            _dir: dir,
+        }
+    }
 }

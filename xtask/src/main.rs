@@ -8,6 +8,7 @@
 
 mod bench_overlay;
 mod bench_parser;
+mod bench_registry;
 mod bench_store;
 mod deps;
 mod man;
@@ -44,6 +45,8 @@ enum Bench {
     Overlay,
     /// The store: ingest (plain, zstd), save and load, peak memory.
     Store(bench_store::StoreBenchArgs),
+    /// Push and pull against `skopeo copy` with a local docker-registry; no-op push time.
+    Registry(bench_registry::RegistryBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,5 +57,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(Bench::Overlay) => bench_overlay::run(),
         Command::Bench(Bench::Store(b)) => bench_store::run(&b),
         Command::Man(m) => man::run(&m),
+        Command::Bench(Bench::Registry(b)) => bench_registry::run(&b),
     }
 }

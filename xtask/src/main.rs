@@ -9,6 +9,7 @@
 mod bench_build;
 mod bench_overlay;
 mod bench_parser;
+mod bench_registry;
 mod bench_store;
 mod deps;
 mod man;
@@ -47,6 +48,8 @@ enum Bench {
     Store(bench_store::StoreBenchArgs),
     /// `strata build`: cold, cached and touched builds of three Dockerfiles (vs BuildKit).
     Build(bench_build::BuildBenchArgs),
+    /// Push and pull against `skopeo copy` with a local docker-registry; no-op push time.
+    Registry(bench_registry::RegistryBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,5 +61,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(Bench::Store(b)) => bench_store::run(&b),
         Command::Bench(Bench::Build(b)) => bench_build::run(&b),
         Command::Man(m) => man::run(&m),
+        Command::Bench(Bench::Registry(b)) => bench_registry::run(&b),
     }
 }

@@ -179,7 +179,14 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         Ok(()) => {
             // The store's interop and integration tests use these (busybox-static makes the
             // base image; skopeo and umoci read what strata writes).
-            crate::deps::ensure_packages(&["busybox-static", "skopeo", "umoci", "tar"])?;
+            crate::deps::ensure_packages(&[
+                "busybox-static",
+                "skopeo",
+                "umoci",
+                "tar",
+                "docker-registry",
+                "apache2-utils",
+            ])?;
             // Build first, outside the namespace, so compile errors read plainly.
             run_step(
                 "build privileged suite",

@@ -8,6 +8,7 @@
 //! store_tool ingest ROOT FILE none|gzip|zstd          ingest FILE as a layer; prints JSON
 //! store_tool import ROOT FILE TAG none|gzip|zstd [BASE]  make an image (FILE as a layer on
 //!                                                       top of BASE's layers) and tag it
+//! store_tool tag ROOT IMAGE TAG                        tag an image under another name
 //! ```
 
 use std::fs::File;
@@ -57,6 +58,12 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         let mib: u64 = arg(2)?.parse()?;
         let seed: u64 = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(1);
         return generate(Path::new(arg(1)?), mib, seed);
+    }
+    if arg(0)? == "tag" {
+        let store = Store::open(Path::new(arg(1)?))?;
+        let image = store.resolve(arg(2)?)?;
+        store.tag(&Reference::parse(arg(3)?)?, &image)?;
+        return Ok(());
     }
     let store = Store::open(Path::new(arg(1)?))?;
     let file = BufReader::with_capacity(1 << 20, File::open(arg(2)?)?);

@@ -146,6 +146,29 @@ pub enum Error {
         /// Why not.
         reason: String,
     },
+    /// A registry refused a request, answered with an error, or could not be reached (after
+    /// retries). `status` is the HTTP status when there was an answer.
+    #[error("{registry}/{repository}: {action}: {reason}")]
+    Registry {
+        /// The registry (`docker.io`, `127.0.0.1:5000`).
+        registry: String,
+        /// The repository within it (`library/busybox`); empty for registry-wide requests.
+        repository: String,
+        /// What was asked (`fetch manifest "latest"`, `upload blob sha256:...`).
+        action: String,
+        /// The HTTP status, if the registry answered.
+        status: Option<u16>,
+        /// What went wrong, with the registry's own error codes and messages.
+        reason: String,
+    },
+    /// A credentials file (Docker's `config.json`) cannot be read or written.
+    #[error("credentials file {}: {reason}", path.display())]
+    Credentials {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl Error {

@@ -224,6 +224,7 @@ impl Store {
             }
             if !options.dry_run {
                 self.remove_blob(&digest)?;
+                self.remove_blob_sources(&digest)?;
             }
             report.bytes_freed += size;
             report.removed.push((digest, size));

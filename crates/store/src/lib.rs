@@ -16,6 +16,9 @@
 //! - Garbage collection marks from every ref and sweeps the rest; it reports the reachable
 //!   layer chainIDs so the caller can sweep unpacked layers ([`Store::gc`]).
 //!
+//! - Registries: pull and push over the OCI distribution API, with Docker's credentials
+//!   ([`registry`]).
+//!
 //! It never looks inside filesystems and knows nothing of Dockerfiles. It never prints:
 //! progress goes through caller-supplied reporters.
 //!
@@ -66,6 +69,8 @@ pub mod media;
 mod record;
 mod reference;
 mod refs;
+pub mod registry;
+mod sources;
 mod store;
 
 pub use archive::{human_size, ArchiveFormat, LoadEvent, LoadReport, LoadedImage, SaveOptions};

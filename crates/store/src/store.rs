@@ -25,6 +25,7 @@ pub(crate) struct Paths {
     pub blobs: PathBuf,
     pub refs: PathBuf,
     pub diffids: PathBuf,
+    pub sources: PathBuf,
     pub ingest: PathBuf,
     pub locks: PathBuf,
 }
@@ -36,6 +37,7 @@ impl Paths {
             blobs: root.join("blobs").join("sha256"),
             refs: root.join("refs"),
             diffids: root.join("diffids"),
+            sources: root.join("sources"),
             ingest: root.join("ingest"),
             locks: root.join("locks"),
         }
@@ -56,6 +58,7 @@ impl Paths {
 /// <root>/oci-layout, index.json, blobs/sha256/<hex>   the OCI image layout (index.json lists tags)
 /// <root>/refs/{tags,cache,containers,untagged}/<n>   the only mutable state: one file per ref
 /// <root>/diffids/<diffID hex>/<blob hex>               layer records: which blobs hold a diffID
+/// <root>/sources/<blob hex>/<repository>               registry repositories known to hold a blob
 /// <root>/ingest/                                       temp files of blobs being written
 /// <root>/locks/{gc,refs}.lock                          the store-wide locks
 /// ```
@@ -74,6 +77,7 @@ impl Store {
             &paths.root,
             &paths.blobs,
             &paths.diffids,
+            &paths.sources,
             &paths.ingest,
             &paths.locks,
         ] {

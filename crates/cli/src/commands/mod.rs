@@ -8,8 +8,13 @@ mod images;
 mod inspect;
 mod lint;
 mod load;
+mod login;
+mod logout;
 mod parse;
 mod prune;
+mod pull;
+mod push;
+mod registry;
 mod rmi;
 mod save;
 mod system;
@@ -85,6 +90,14 @@ pub enum Command {
     /// Write the man pages (used by `cargo xtask man`).
     #[command(name = "__man", hide = true)]
     Man(completion::ManArgs),
+    /// Pull an image from a registry.
+    Pull(pull::PullArgs),
+    /// Push an image to a registry.
+    Push(push::PushArgs),
+    /// Log in to a registry (credentials stored in Docker's config.json).
+    Login(login::LoginArgs),
+    /// Log out from a registry.
+    Logout(logout::LogoutArgs),
 }
 
 /// Run one subcommand; the returned code becomes the process's exit code.
@@ -110,6 +123,10 @@ pub fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<ExitCode> {
         Command::System(command) => system::run(global, &command),
         Command::Completion(args) => completion::run(&args),
         Command::Man(args) => completion::man(&args),
+        Command::Pull(args) => pull::run(global, &args),
+        Command::Push(args) => push::run(global, &args),
+        Command::Login(args) => login::run(&args),
+        Command::Logout(args) => logout::run(&args),
     }
 }
 

@@ -185,7 +185,7 @@ pub enum Error {
     },
 
     /// A stage's base image (or a `--from` image) is not in the store.
-    #[error("{what} {name:?} on line {line}: no such image in the store; load it with `strata load -i ARCHIVE` or make it with `strata import TARBALL {name}` (pulling from registries is not supported yet)")]
+    #[error("{what} {name:?} on line {line}: no such image in the store; get it with `strata pull {name}`, `strata load -i ARCHIVE` or `strata import TARBALL {name}`")]
     ImageNotFound {
         /// Where it was named (`FROM`, `COPY --from`, `RUN --mount from`).
         what: &'static str,

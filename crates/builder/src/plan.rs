@@ -513,7 +513,7 @@ mod tests {
     #[test]
     fn missing_images_say_how_to_get_them() {
         let err = plan_of("FROM nothere:1\n", None).unwrap_err();
-        insta::assert_snapshot!(err.to_string(), @"FROM \"nothere:1\" on line 1: no such image in the store; load it with `strata load -i ARCHIVE` or make it with `strata import TARBALL nothere:1` (pulling from registries is not supported yet)");
+        insta::assert_snapshot!(err.to_string(), @"FROM \"nothere:1\" on line 1: no such image in the store; get it with `strata pull nothere:1`, `strata load -i ARCHIVE` or `strata import TARBALL nothere:1`");
         let err = plan_of("FROM busybox\nCOPY --from=tools:2 /a /a\n", None).unwrap_err();
         assert!(
             err.to_string()

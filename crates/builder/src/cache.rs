@@ -33,7 +33,7 @@ const RECORD_KIND: &str = "strata.build-step.v1";
 /// What a cache hit reuses: a step's result and how it was made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepRecord {
-    /// [`RECORD_KIND`].
+    /// The record layout's kind tag (`strata.build-step.v1`).
     pub kind: String,
     /// The step's cache key.
     pub key: CacheKey,

@@ -1,18 +1,31 @@
 //! Build engine for strata.
 //!
-//! This crate composes the parser, the store and the snapshotter: it plans a build graph
-//! from a parsed Dockerfile, keys every step with a stable, versioned cache key, runs RUN steps
-//! isolated in namespaces on copy-on-write snapshots, copies build-context files for COPY/ADD,
-//! and builds independent stages in parallel. It reports progress through a caller-supplied
-//! sink and never prints.
+//! This crate composes the parser, the store and the snapshotter: [`Engine::build`] turns a
+//! Dockerfile and a build context into an image in the store. It plans the stages the target
+//! needs ([`plan`]), builds independent stages at the same time on the caller's rayon pool,
+//! keys every RUN/COPY/ADD/WORKDIR step with a stable, versioned cache key ([`cachekey`],
+//! [`cache`]) and says why a step missed, runs RUN steps isolated in namespaces on
+//! copy-on-write snapshots ([`runstep`], [`exec`]), applies metadata instructions to the
+//! config with BuildKit's history texts ([`imageconfig`]), and writes the image, tagging it
+//! last. [`Engine::prune`] collects what no ref reaches, unpacked layers included.
 //!
-//! The modules here are the parts that stand on their own:
-//! - [`exec`]: the one place that forks, unshares, mounts, pivots and execs a step's process;
-//! - [`user`]: `USER` and `--chown` resolution from an image's `/etc/passwd` and `/etc/group`;
-//! - [`context`]: the build context: `.dockerignore`, walking, content hashing, wildcards;
-//! - [`cachekey`]: cache keys and the explanation of cache misses;
-//! - [`progress`]: build events and the [`progress::Reporter`] trait;
-//! - [`platform`]: the host platform and the automatic platform build args.
+//! It reports progress through a caller-supplied [`progress::Reporter`] and never prints;
+//! it never builds the global rayon pool.
+//!
+//! Modules:
+//! - [`engine`] — the store and its snapshotter together; unpacking and pruning;
+//! - [`plan`] — the build graph;
+//! - [`runstep`] — RUN;
+//! - [`imageconfig`] — instruction -> config change, history texts (also for `import --change`);
+//! - [`cache`] — step records and explanations of misses;
+//! - [`logs`] — step logs on disk;
+//! - [`exec`] — the one place that forks, unshares, mounts, pivots and execs a step's process;
+//! - [`user`] — `USER` and `--chown` resolution from an image's `/etc/passwd` and `/etc/group`;
+//! - [`context`] — the build context: `.dockerignore`, walking, content hashing, wildcards;
+//! - [`cachekey`] — cache keys and the explanation of cache misses;
+//! - [`progress`] — build events and the [`progress::Reporter`] trait;
+//! - [`platform`] — the host platform and the automatic platform build args;
+//! - [`timefmt`] — RFC 3339 times.
 
 mod build;
 pub mod cache;

@@ -25,6 +25,9 @@ use crate::context::gopath::clean;
 use crate::user::Owner;
 use crate::Error;
 
+/// Symlinks followed while creating one destination path (the kernel's limit).
+const MAX_HOPS: usize = 40;
+
 /// The destination of a copy after the working directory is applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Dest {
@@ -101,59 +104,93 @@ impl DestRoot {
 
     /// Opens the directory `path`, creating what is missing with mode 0755 and `owner`
     /// (fsutil's `MkdirAll` with a chowner). Symlinks on the way are followed inside the
-    /// root; a non-directory on the way is [`Error::DestNotDir`].
+    /// root, dangling ones too (their target is created, as `MkdirAll` on BuildKit's
+    /// in-root path does); a non-directory on the way is [`Error::DestNotDir`].
     pub fn ensure_dir(&self, path: &str, owner: Owner) -> Result<DirHandle, Error> {
-        let mut cur = self.open_existing("/")?;
-        let mut prefix = String::new();
-        let mut created = false;
-        for comp in path.split('/').filter(|c| !c.is_empty()) {
-            prefix.push('/');
-            prefix.push_str(comp);
-            created = false;
-            match self.root.open_dir(Path::new(&prefix), Follow::InRoot) {
-                Ok(fd) => {
-                    cur = fd;
-                    continue;
+        let mut path = clean(&format!("/{path}"));
+        let mut hops = 0;
+        'restart: loop {
+            let comps: Vec<String> = path
+                .split('/')
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect();
+            let mut cur = self.open_existing("/")?;
+            let mut prefix = String::new();
+            let mut created = false;
+            for (i, comp) in comps.iter().enumerate() {
+                let parent = prefix.clone();
+                prefix.push('/');
+                prefix.push_str(comp);
+                created = false;
+                match self.root.open_dir(Path::new(&prefix), Follow::InRoot) {
+                    Ok(fd) => {
+                        cur = fd;
+                        continue;
+                    }
+                    Err(e) if errno_of(&e) == Some(libc::ENOTDIR) => {
+                        return Err(Error::DestNotDir { path: prefix })
+                    }
+                    Err(e) if errno_of(&e) == Some(libc::ENOENT) => {}
+                    Err(source) => {
+                        return Err(Error::DestPath {
+                            path: prefix,
+                            source,
+                        })
+                    }
                 }
-                Err(e) if errno_of(&e) == Some(libc::ENOTDIR) => {
-                    return Err(Error::DestNotDir { path: prefix })
+                match rustix::fs::mkdirat(&cur, comp.as_str(), Mode::from_raw_mode(0o755)) {
+                    Ok(()) => created = true,
+                    Err(Errno::EXIST) => {
+                        // A dangling symlink: continue from its target, inside the root.
+                        if lstat_type(&cur, OsStr::new(comp)).ok().flatten()
+                            == Some(FileType::Symlink)
+                        {
+                            hops += 1;
+                            if hops > MAX_HOPS {
+                                return Err(Error::SymlinkLoop { path: path.clone() });
+                            }
+                            let target = rustix::fs::readlinkat(&cur, comp.as_str(), Vec::new())
+                                .map_err(|e| Error::io("read link", &prefix, e.into()))?;
+                            let target = target.to_string_lossy().into_owned();
+                            let rest = comps[i + 1..].join("/");
+                            let base = if target.starts_with('/') {
+                                target
+                            } else {
+                                format!("{parent}/{target}")
+                            };
+                            path = clean(&format!("/{base}/{rest}"));
+                            continue 'restart;
+                        }
+                    }
+                    Err(e) => return Err(Error::io("create directory", prefix, e.into())),
                 }
-                Err(e) if errno_of(&e) == Some(libc::ENOENT) => {}
-                Err(source) => {
-                    return Err(Error::DestPath {
-                        path: prefix,
-                        source,
-                    })
+                let fd = match rustix::fs::openat(
+                    &cur,
+                    comp.as_str(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                ) {
+                    Ok(fd) => fd,
+                    Err(Errno::NOTDIR | Errno::LOOP) => {
+                        return Err(Error::DestNotDir { path: prefix })
+                    }
+                    Err(e) => return Err(Error::io("open", prefix, e.into())),
+                };
+                if created {
+                    set_owner_mode(&fd, owner, 0o755)
+                        .map_err(|e| Error::io("chown", &prefix, e))?;
                 }
+                cur = rustix::fs::openat(
+                    &fd,
+                    ".",
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| Error::io("open", &prefix, e.into()))?;
             }
-            match rustix::fs::mkdirat(&cur, comp, Mode::from_raw_mode(0o755)) {
-                Ok(()) => created = true,
-                // A dangling symlink (or a racing creator): settled by the open below.
-                Err(Errno::EXIST) => {}
-                Err(e) => return Err(Error::io("create directory", prefix, e.into())),
-            }
-            let fd = match rustix::fs::openat(
-                &cur,
-                comp,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            ) {
-                Ok(fd) => fd,
-                Err(Errno::NOTDIR | Errno::LOOP) => return Err(Error::DestNotDir { path: prefix }),
-                Err(e) => return Err(Error::io("open", prefix, e.into())),
-            };
-            if created {
-                set_owner_mode(&fd, owner, 0o755).map_err(|e| Error::io("chown", &prefix, e))?;
-            }
-            cur = rustix::fs::openat(
-                &fd,
-                ".",
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| Error::io("open", &prefix, e.into()))?;
+            return Ok(DirHandle { fd: cur, created });
         }
-        Ok(DirHandle { fd: cur, created })
     }
 
     fn open_existing(&self, path: &str) -> Result<OwnedFd, Error> {

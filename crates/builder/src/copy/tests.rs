@@ -701,3 +701,866 @@ fn xattrs_are_carried() {
         assert_eq!(&buf[..n], &cap);
     }
 }
+
+/// A folder outside the destination that no copy may touch, and a climb to it.
+struct Sentinel {
+    dir: tempfile::TempDir,
+}
+
+impl Sentinel {
+    fn new() -> Sentinel {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("victim"), "untouched").unwrap();
+        Sentinel { dir }
+    }
+
+    fn abs(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    fn climb(&self) -> String {
+        format!("../../../../../../../../..{}", self.abs())
+    }
+
+    fn assert_untouched(&self) {
+        assert_eq!(listing(self.dir.path()), ["victim 644 = untouched"]);
+    }
+}
+
+/// Symlinks to plant: (name, target).
+type Links = Vec<(String, String)>;
+
+#[test]
+fn destination_symlinks_never_lead_outside_the_root() {
+    let ctx = Ctx::new(&["f", "tree/sub/file", "tree/top"]);
+    let s = Sentinel::new();
+    // Where the sentinel's path lands when it is read inside the root.
+    let inside = s.abs().trim_start_matches('/').to_string();
+    let link = |name: &str, target: &str| (name.to_string(), target.to_string());
+    // (symlinks in the destination, source, destination, a file that must then exist)
+    let attempts: Vec<(Links, &str, &str, String)> = vec![
+        (vec![link("app", "/")], "f", "/app/x", "x".into()),
+        (
+            vec![link("app", &s.abs())],
+            "f",
+            "/app/",
+            format!("{inside}/f"),
+        ),
+        (
+            vec![link("app", &s.climb())],
+            "f",
+            "/app/",
+            format!("{inside}/f"),
+        ),
+        (
+            vec![link("app", &s.climb())],
+            "tree",
+            "/app",
+            format!("{inside}/sub/file"),
+        ),
+        (
+            vec![link("app", &s.climb())],
+            "tree",
+            "/app/new/deeper/",
+            format!("{inside}/new/deeper/top"),
+        ),
+        (
+            vec![link("a", "b"), link("b", &s.climb())],
+            "f",
+            "/a/victim",
+            format!("{inside}/victim"),
+        ),
+        (
+            vec![link("app", "/proc/self/root")],
+            "f",
+            "/app/",
+            "proc/self/root/f".into(),
+        ),
+        (
+            vec![link("victim", &format!("{}/victim", s.abs()))],
+            "f",
+            "/victim",
+            "victim".into(),
+        ),
+        (
+            vec![link("app", &format!("{}/", s.climb()))],
+            "f",
+            "/app/victim",
+            format!("{inside}/victim"),
+        ),
+        (
+            vec![link("app", "../../x"), link("x", "../../y/..")],
+            "f",
+            "/app/z/",
+            "z/f".into(),
+        ),
+    ];
+    for (links, src, dest_path, landed) in attempts {
+        let dest = tempfile::tempdir().unwrap();
+        for (name, target) in &links {
+            std::os::unix::fs::symlink(target, dest.path().join(name)).unwrap();
+        }
+        let plan = prepare(&request(ctx.root(), &[src], dest_path)).unwrap();
+        let result = plan.apply(dest.path());
+        s.assert_untouched();
+        assert!(result.is_ok(), "{links:?} {src} {dest_path}: {result:?}");
+        let meta = std::fs::symlink_metadata(dest.path().join(&landed));
+        assert!(
+            meta.is_ok_and(|m| m.is_file()),
+            "{links:?} {dest_path}: expected {landed}, have {:?}",
+            listing(dest.path())
+        );
+    }
+}
+
+#[test]
+fn a_symlink_below_the_target_is_never_followed() {
+    let ctx = Ctx::new(&["tree/sub/file", "tree/link/x"]);
+    let s = Sentinel::new();
+    let dest = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dest.path().join("app")).unwrap();
+    std::os::unix::fs::symlink(s.abs(), dest.path().join("app/sub")).unwrap();
+    let err = prepare(&request(ctx.root(), &["tree"], "/app"))
+        .unwrap()
+        .apply(dest.path())
+        .unwrap_err();
+    assert_eq!(err_text(err), "cannot copy to non-directory: /app/sub");
+    s.assert_untouched();
+    // A file whose name is an existing symlink replaces the link.
+    let dest = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dest.path().join("app/sub")).unwrap();
+    std::os::unix::fs::symlink(
+        format!("{}/victim", s.abs()),
+        dest.path().join("app/sub/file"),
+    )
+    .unwrap();
+    prepare(&request(ctx.root(), &["tree"], "/app"))
+        .unwrap()
+        .apply(dest.path())
+        .unwrap();
+    s.assert_untouched();
+    assert_eq!(
+        std::fs::read_to_string(dest.path().join("app/sub/file")).unwrap(),
+        "tree/sub/file"
+    );
+}
+
+#[test]
+fn from_a_rootfs_links_resolve_inside_it() {
+    let s = Sentinel::new();
+    let rootfs = make_tree(&[
+        "usr/lib/libx.so",
+        "usr/bin/tool",
+        "lib -> usr/lib",
+        "abs -> /usr/bin",
+        "etc/",
+    ]);
+    std::os::unix::fs::symlink(s.abs(), rootfs.path().join("escape_abs")).unwrap();
+    std::os::unix::fs::symlink(s.climb(), rootfs.path().join("escape_up")).unwrap();
+    let from = SourceRoot::Rootfs {
+        root: rootfs.path(),
+    };
+    let (d, _) = copy_into_new(&request(from, &["/lib/libx.so", "/abs/tool"], "/o/")).unwrap();
+    assert_eq!(
+        listing(d.path()),
+        [
+            "o/ 755",
+            "o/libx.so 644 = usr/lib/libx.so",
+            "o/tool 644 = usr/bin/tool"
+        ]
+    );
+    let (d, _) = copy_into_new(&request(from, &["/lib/*.so"], "/o/")).unwrap();
+    assert_eq!(
+        listing(d.path()),
+        ["o/ 755", "o/libx.so 644 = usr/lib/libx.so"]
+    );
+    for src in [
+        "/escape_abs/victim",
+        "/escape_up/victim",
+        "/../../../../etc/passwd",
+    ] {
+        let err = copy_into_new(&request(from, &[src], "/o/")).unwrap_err();
+        assert_eq!(
+            err_text(err),
+            format!("{src} not found in the --from source")
+        );
+    }
+    // The rootfs's own /etc/passwd is not the host's.
+    let err = copy_into_new(&request(from, &["/etc/passwd"], "/o/")).unwrap_err();
+    assert!(matches!(err, Error::SourceNotFoundInRoot { .. }), "{err:?}");
+    s.assert_untouched();
+}
+
+#[test]
+fn from_a_rootfs_owners_are_kept() {
+    if !is_root() {
+        eprintln!("skipped: setting owners needs root");
+        return;
+    }
+    let rootfs = make_tree(&["home/app/.profile", "home/app/bin/run"]);
+    for p in [
+        "home/app",
+        "home/app/.profile",
+        "home/app/bin",
+        "home/app/bin/run",
+    ] {
+        std::os::unix::fs::lchown(rootfs.path().join(p), Some(1000), Some(1000)).unwrap();
+    }
+    let from = SourceRoot::Rootfs {
+        root: rootfs.path(),
+    };
+    let (d, _) = copy_into_new(&request(from, &["/home/app"], "/home/app")).unwrap();
+    for p in ["home/app/.profile", "home/app/bin", "home/app/bin/run"] {
+        let m = std::fs::metadata(d.path().join(p)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (1000, 1000), "{p}");
+    }
+    // The key records the owner too: a chown in the source changes it.
+    let before = prepare(&request(from, &["/home/app"], "/x/"))
+        .unwrap()
+        .sources_input();
+    std::os::unix::fs::lchown(rootfs.path().join("home/app/bin/run"), Some(0), Some(0)).unwrap();
+    let after = prepare(&request(from, &["/home/app"], "/x/"))
+        .unwrap()
+        .sources_input();
+    assert_ne!(before.digest, after.digest);
+    assert_ne!(
+        before.files["home/app/bin/run"].digest,
+        after.files["home/app/bin/run"].digest
+    );
+}
+
+#[test]
+fn heredoc_files_are_written_with_their_names() {
+    let ctx = Ctx::new(&["a.txt"]);
+    let mut req = request(ctx.root(), &[], "/etc/");
+    req.inline = vec![
+        InlineFile {
+            name: "motd".into(),
+            content: "hello\n".into(),
+        },
+        InlineFile {
+            name: "issue".into(),
+            content: "strata\n".into(),
+        },
+    ];
+    let (d, stats) = copy_into_new(&req).unwrap();
+    assert_eq!(
+        listing(d.path()),
+        [
+            "etc/ 755",
+            "etc/issue 644 = strata\n",
+            "etc/motd 644 = hello\n"
+        ]
+    );
+    assert_eq!((stats.files, stats.bytes), (2, 13));
+    let plan = prepare(&req).unwrap();
+    assert!(plan.sources_input().files.contains_key("<<motd"));
+    // One heredoc to a file name, with --chmod.
+    let mut req = request(ctx.root(), &[], "/usr/local/bin/run");
+    req.inline = vec![InlineFile {
+        name: "EOF".into(),
+        content: "#!/bin/sh\n".into(),
+    }];
+    req.chmod = Some("755".into());
+    let (d, _) = copy_into_new(&req).unwrap();
+    assert!(listing(d.path()).contains(&"usr/local/bin/run 755 = #!/bin/sh\n".to_string()));
+}
+
+#[test]
+fn per_file_digests_agree_with_the_context_hash() {
+    let ctx = Ctx::new(&["app/main.rs", "app/sub/lib.rs", "app/link -> main.rs"]);
+    let plan = prepare(&request(ctx.root(), &["app"], "/src/")).unwrap();
+    let ours = plan.sources_input();
+    let theirs = crate::context::hash_selection(
+        &ctx.index,
+        &["app"],
+        &crate::context::HashOptions::context(),
+    )
+    .unwrap();
+    assert_eq!(ours.files.len(), theirs.files.len());
+    for (path, record) in &theirs.files {
+        assert_eq!(ours.files.get(path), Some(record), "{path}");
+    }
+}
+
+#[test]
+fn a_changed_file_is_named_when_the_cache_misses() {
+    let ctx = Ctx::new(&["app/main.rs", "app/sub/lib.rs", "other"]);
+    let inputs = |ctx: &Ctx| {
+        let plan = prepare(&request(ctx.root(), &["app"], "/src/")).unwrap();
+        let mut k = crate::cachekey::KeyInputs::new(
+            crate::cachekey::OpKind::Copy,
+            "linux/amd64",
+            crate::cachekey::Parent::None,
+            "COPY app /src/",
+        );
+        k.sources = Some(plan.sources_input());
+        k
+    };
+    let before = inputs(&ctx);
+    std::fs::write(ctx.dir.path().join("other"), "not copied").unwrap();
+    assert_eq!(inputs(&ctx).key(), before.key());
+    std::fs::write(ctx.dir.path().join("app/sub/lib.rs"), "changed").unwrap();
+    let mut ctx = ctx;
+    ctx.reindex();
+    let after = inputs(&ctx);
+    assert_ne!(after.key(), before.key());
+    let text = crate::cachekey::explain(&before, &after).unwrap();
+    assert!(text.contains("app/sub/lib.rs"), "{text}");
+}
+
+fn add_request<'a>(from: SourceRoot<'a>, sources: &[&str], dest: &str) -> CopyRequest<'a> {
+    let mut req = request(from, sources, dest);
+    req.add = Some(AddOptions::default());
+    req
+}
+
+/// A tar with a directory, a file, a symlink and a hard link.
+fn sample_tar() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    // Every numeric field set: the layer reader refuses empty ones.
+    let header = || {
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_mode(0o644);
+        h
+    };
+    let mut dir = header();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o750);
+    dir.set_size(0);
+    dir.set_mtime(1_000_000);
+    b.append_data(&mut dir, "pkg/", &[][..]).unwrap();
+    let mut file = header();
+    file.set_mode(0o755);
+    file.set_size(6);
+    file.set_mtime(1_000_000);
+    file.set_uid(1234);
+    file.set_gid(1234);
+    b.append_data(&mut file, "pkg/run.sh", &b"echo!\n"[..])
+        .unwrap();
+    let mut link = header();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    b.append_link(&mut link, "pkg/latest", "run.sh").unwrap();
+    let mut hard = header();
+    hard.set_entry_type(tar::EntryType::Link);
+    hard.set_size(0);
+    b.append_link(&mut hard, "pkg/again.sh", "pkg/run.sh")
+        .unwrap();
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn add_extracts_local_archives_in_every_compression() {
+    use super::archive::tests::{compress, ALL};
+    let tar = sample_tar();
+    for kind in ALL {
+        let ctx = Ctx::new(&["placeholder"]);
+        // A name that says nothing: archives are recognised by content.
+        std::fs::write(ctx.dir.path().join("blob.bin"), compress(kind, &tar)).unwrap();
+        let mut ctx = ctx;
+        ctx.reindex();
+        let dest = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dest.path().join("opt/keep")).unwrap();
+        let plan = prepare(&add_request(ctx.root(), &["blob.bin"], "/opt")).unwrap();
+        let stats = plan.apply(dest.path()).unwrap();
+        assert_eq!(
+            listing(dest.path()),
+            [
+                "opt/ 755",
+                "opt/keep/ 755",
+                "opt/pkg/ 750",
+                "opt/pkg/again.sh 755 = echo!\n",
+                "opt/pkg/latest link -> run.sh",
+                "opt/pkg/run.sh 755 = echo!\n"
+            ],
+            "{kind:?}"
+        );
+        assert_eq!((stats.archives, stats.archive_entries), (1, 4), "{kind:?}");
+        let run = std::fs::metadata(dest.path().join("opt/pkg/run.sh")).unwrap();
+        let again = std::fs::metadata(dest.path().join("opt/pkg/again.sh")).unwrap();
+        assert_eq!(run.ino(), again.ino());
+        assert_eq!(run.mtime(), 1_000_000);
+        if is_root() {
+            // Archive entries keep their owners, like tar -x as root.
+            assert_eq!((run.uid(), run.gid()), (1234, 1234));
+        }
+        // COPY never extracts.
+        let (d, _) = copy_into_new(&request(ctx.root(), &["blob.bin"], "/opt/")).unwrap();
+        assert!(d.path().join("opt/blob.bin").is_file());
+    }
+}
+
+#[test]
+fn add_copies_what_is_not_an_archive_or_asked_not_to_unpack() {
+    use super::archive::tests::compress;
+    use super::archive::Compression;
+    let ctx = Ctx::new(&["placeholder"]);
+    std::fs::write(ctx.dir.path().join("empty.tar.gz"), "").unwrap();
+    std::fs::write(
+        ctx.dir.path().join("text.tar.gz"),
+        compress(Compression::Gzip, b"not a tar"),
+    )
+    .unwrap();
+    std::fs::write(ctx.dir.path().join("real.tar"), sample_tar()).unwrap();
+    let mut ctx = ctx;
+    ctx.reindex();
+    let (d, stats) = copy_into_new(&add_request(
+        ctx.root(),
+        &["empty.tar.gz", "text.tar.gz"],
+        "/o/",
+    ))
+    .unwrap();
+    assert_eq!(stats.archives, 0);
+    assert!(d.path().join("o/empty.tar.gz").is_file());
+    assert!(d.path().join("o/text.tar.gz").is_file());
+    let mut req = add_request(ctx.root(), &["real.tar"], "/o/");
+    req.add = Some(AddOptions {
+        unpack: Some(false),
+        ..AddOptions::default()
+    });
+    let (d, stats) = copy_into_new(&req).unwrap();
+    assert_eq!(stats.archives, 0);
+    assert_eq!(
+        std::fs::read(d.path().join("o/real.tar")).unwrap(),
+        sample_tar()
+    );
+    // Wildcard matches are extracted each; the archive's name does not matter.
+    let (d, stats) = copy_into_new(&add_request(ctx.root(), &["*.tar*"], "/o/")).unwrap();
+    assert_eq!(stats.archives, 1);
+    assert!(d.path().join("o/pkg/run.sh").is_file());
+    assert!(d.path().join("o/empty.tar.gz").is_file());
+}
+
+/// A tar header with a raw name (the tar crate refuses to write `..`).
+fn raw_entry(name: &str, kind: tar::EntryType, link: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = tar::Header::new_old();
+    {
+        let old = h.as_old_mut();
+        old.name[..name.len()].copy_from_slice(name.as_bytes());
+        old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+    }
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(data.len() as u64);
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out
+}
+
+#[test]
+fn hostile_archives_stay_inside_the_destination() {
+    let s = Sentinel::new();
+    let cases: Vec<Vec<u8>> = vec![
+        raw_entry(
+            "../../../../../../../../tmp/escape",
+            tar::EntryType::Regular,
+            "",
+            b"x",
+        ),
+        [
+            raw_entry("l", tar::EntryType::Symlink, &s.abs(), b""),
+            raw_entry("l/victim", tar::EntryType::Regular, "", b"owned"),
+        ]
+        .concat(),
+        [
+            raw_entry("up", tar::EntryType::Symlink, &s.climb(), b""),
+            raw_entry("up/new", tar::EntryType::Regular, "", b"owned"),
+        ]
+        .concat(),
+        raw_entry(
+            "h",
+            tar::EntryType::Link,
+            &format!("{}/victim", s.climb()),
+            b"",
+        ),
+    ];
+    let mut reasons = Vec::new();
+    for (i, body) in cases.into_iter().enumerate() {
+        let ctx = Ctx::new(&["placeholder"]);
+        let mut tar = body;
+        tar.extend_from_slice(&[0u8; 1024]);
+        std::fs::write(ctx.dir.path().join("evil.tar"), tar).unwrap();
+        let mut ctx = ctx;
+        ctx.reindex();
+        let dest = tempfile::tempdir().unwrap();
+        let result = prepare(&add_request(ctx.root(), &["evil.tar"], "/x/"))
+            .unwrap()
+            .apply(dest.path());
+        s.assert_untouched();
+        let Err(Error::Extract { source, .. }) = &result else {
+            panic!("case {i}: {result:?}");
+        };
+        reasons.push(source.to_string());
+    }
+    let expect = [
+        "leaves the root",
+        "symlink made earlier",
+        "symlink made earlier",
+        "leaves the root",
+    ];
+    for (reason, want) in reasons.iter().zip(expect) {
+        assert!(reason.contains(want), "{reason}");
+    }
+    assert!(!Path::new("/tmp/escape").exists());
+}
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 for download tests: serves fixed responses by
+/// path, stops when dropped (and by itself after 30 s).
+struct Server {
+    base: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// (path, status, extra headers, body)
+type Route = (&'static str, u16, Vec<String>, Vec<u8>);
+
+impl Server {
+    fn start(routes: Vec<Route>) -> Server {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !stopped.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                let (stream, _) = match listener.accept() {
+                    Ok(s) => s,
+                    Err(_) => {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        continue;
+                    }
+                };
+                stream.set_nonblocking(false).unwrap();
+                stream
+                    .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                    .unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                loop {
+                    let mut header = String::new();
+                    match reader.read_line(&mut header) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if header == "\r\n" => break,
+                        Ok(_) => {}
+                    }
+                }
+                let (status, headers, body) = routes
+                    .iter()
+                    .find(|r| r.0 == path)
+                    .map(|r| (r.1, r.2.clone(), r.3.clone()))
+                    .unwrap_or((404, Vec::new(), b"not found".to_vec()));
+                let mut out = stream;
+                let mut head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                    body.len()
+                );
+                for h in headers {
+                    head.push_str(&h);
+                    head.push_str("\r\n");
+                }
+                head.push_str("\r\n");
+                let _ = out.write_all(head.as_bytes());
+                let _ = out.write_all(&body);
+            }
+        });
+        Server {
+            base,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+#[test]
+fn add_downloads_urls() {
+    use std::io::Write as _;
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_500_000_000);
+    let modified = format!("Last-Modified: {}", httpdate::fmt_http_date(when));
+    let tar = sample_tar();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).unwrap();
+    let tgz = gz.finish().unwrap();
+    let server = Server::start(vec![
+        (
+            "/files/tool.sh",
+            200,
+            vec![modified.clone()],
+            b"#!/bin/sh\necho hi\n".to_vec(),
+        ),
+        ("/", 200, vec![], b"index".to_vec()),
+        ("/pkg.tgz", 200, vec![], tgz.clone()),
+        (
+            "/moved",
+            302,
+            vec!["Location: /files/tool.sh".into()],
+            Vec::new(),
+        ),
+    ]);
+    let ctx = Ctx::new(&["placeholder"]);
+    let url = server.url("/files/tool.sh");
+
+    // Into a directory: named after the URL path, mode 0600, mtime from Last-Modified.
+    let (d, stats) = copy_into_new(&add_request(ctx.root(), &[&url], "/dl/")).unwrap();
+    assert_eq!(
+        listing(d.path()),
+        ["dl/ 755", "dl/tool.sh 600 = #!/bin/sh\necho hi\n"]
+    );
+    assert_eq!(stats.bytes, 18);
+    let m = std::fs::metadata(d.path().join("dl/tool.sh")).unwrap();
+    assert_eq!(m.modified().unwrap(), when);
+    // To a file name, with --chmod; a redirect is followed.
+    let mut req = add_request(ctx.root(), &[&server.url("/moved")], "/usr/bin/tool");
+    req.chmod = Some("755".into());
+    let (d, _) = copy_into_new(&req).unwrap();
+    assert!(listing(d.path()).contains(&"usr/bin/tool 755 = #!/bin/sh\necho hi\n".to_string()));
+    // No name in the path.
+    let (d, _) = copy_into_new(&add_request(ctx.root(), &[&server.url("/")], "/dl/")).unwrap();
+    assert_eq!(listing(d.path()), ["dl/ 755", "dl/__unnamed__ 600 = index"]);
+    // Downloads are not extracted unless asked.
+    let (d, _) =
+        copy_into_new(&add_request(ctx.root(), &[&server.url("/pkg.tgz")], "/o/")).unwrap();
+    assert_eq!(std::fs::read(d.path().join("o/pkg.tgz")).unwrap(), tgz);
+    let mut req = add_request(ctx.root(), &[&server.url("/pkg.tgz")], "/o/");
+    req.add = Some(AddOptions {
+        unpack: Some(true),
+        ..AddOptions::default()
+    });
+    let (d, stats) = copy_into_new(&req).unwrap();
+    assert_eq!(stats.archives, 1);
+    assert!(d.path().join("o/pkg/run.sh").is_file());
+
+    // --checksum.
+    let body_digest = sha256_hex(b"#!/bin/sh\necho hi\n");
+    let mut req = add_request(ctx.root(), &[&url], "/dl/");
+    req.add = Some(AddOptions {
+        checksum: Some(body_digest.clone()),
+        ..AddOptions::default()
+    });
+    let plan = prepare(&req).unwrap();
+    // The key holds the downloaded content's digest, under the URL.
+    let record = &plan.sources_input().files[&url];
+    assert_eq!(
+        (record.kind.as_str(), record.mode, record.size),
+        ("file", 0o600, 18)
+    );
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    req.add = Some(AddOptions {
+        checksum: Some(wrong.clone()),
+        ..AddOptions::default()
+    });
+    let err = prepare(&req).unwrap_err();
+    assert_eq!(
+        err_text(err),
+        format!("checksum mismatch for {url}: expected {wrong}, got {body_digest}")
+    );
+    // Errors from the server.
+    let missing = server.url("/nope");
+    let err = prepare(&add_request(ctx.root(), &[&missing], "/dl/")).unwrap_err();
+    assert_eq!(
+        err_text(err),
+        format!("could not download {missing}: the server answered 404 Not Found")
+    );
+}
+
+#[test]
+fn the_key_of_a_download_is_its_content() {
+    let server = Server::start(vec![
+        ("/a/file", 200, vec![], b"same".to_vec()),
+        ("/b/file", 200, vec![], b"same".to_vec()),
+        ("/c/file", 200, vec![], b"other".to_vec()),
+    ]);
+    let ctx = Ctx::new(&["placeholder"]);
+    let key = |path: &str| {
+        let url = server.url(path);
+        let input = prepare(&add_request(ctx.root(), &[&url], "/dl/"))
+            .unwrap()
+            .sources_input();
+        input.files[&url].digest.clone()
+    };
+    assert_eq!(key("/a/file"), key("/b/file"));
+    assert_ne!(key("/a/file"), key("/c/file"));
+}
+
+#[test]
+fn urls_and_git_are_refused_where_they_do_not_belong() {
+    let ctx = Ctx::new(&["a.txt"]);
+    let err = prepare(&request(ctx.root(), &["https://example.com/x"], "/x")).unwrap_err();
+    assert_eq!(err_text(err), "source can't be a URL for COPY");
+    let err = prepare(&request(
+        ctx.root(),
+        &["git@github.com:moby/buildkit.git"],
+        "/x",
+    ))
+    .unwrap_err();
+    assert_eq!(err_text(err), "source can't be a URL for COPY");
+    for git in [
+        "https://github.com/moby/buildkit.git",
+        "https://github.com/moby/buildkit.git#v0.12:docs",
+        "git://example.com/repo",
+        "git@github.com:moby/buildkit.git",
+    ] {
+        let err = prepare(&add_request(ctx.root(), &[git], "/x")).unwrap_err();
+        assert_eq!(
+            err_text(err),
+            format!("ADD of a git repository is not supported yet: {git}")
+        );
+    }
+    let mut req = add_request(ctx.root(), &["a.txt"], "/x");
+    req.add = Some(AddOptions {
+        checksum: Some(format!("sha256:{}", "a".repeat(64))),
+        ..AddOptions::default()
+    });
+    let err = prepare(&req).unwrap_err();
+    assert!(matches!(err, Error::InvalidChecksum { .. }), "{err:?}");
+}
+
+/// The error and its causes, as the CLI would print them.
+fn chain(e: &Error) -> String {
+    let mut text = e.to_string();
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cur = c.source();
+    }
+    text
+}
+
+#[test]
+fn error_messages() {
+    let ctx = Ctx::new(&["a.txt", "b.txt", "dir/x", "loop -> loop", "evil.tar"]);
+    std::fs::write(
+        ctx.dir.path().join("evil.tar"),
+        [
+            raw_entry("../up", tar::EntryType::Regular, "", b"x"),
+            vec![0u8; 1024],
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let mut ctx = ctx;
+    ctx.reindex();
+    let rootfs = make_tree(&["bin/sh"]);
+    let server = Server::start(vec![("/f", 200, vec![], b"data".to_vec())]);
+    let mut lines = Vec::new();
+    let mut push = |what: &str, result: Result<CopyStats, Error>| {
+        let e = result.expect_err(what);
+        lines.push(format!("{what}: {}", chain(&e)));
+    };
+    let run = |req: &CopyRequest, dest: Option<&Path>| -> Result<CopyStats, Error> {
+        let plan = prepare(req)?;
+        match dest {
+            Some(d) => plan.apply(d),
+            None => plan.apply(tempfile::tempdir().unwrap().path()),
+        }
+    };
+    let root = ctx.root();
+    push(
+        "copy url",
+        run(&request(root, &["http://example.com/x"], "/"), None),
+    );
+    push(
+        "add git",
+        run(&add_request(root, &["https://h/r.git#main"], "/"), None),
+    );
+    push("no match", run(&request(root, &["*.none"], "/o/"), None));
+    push("missing", run(&request(root, &["nope/x"], "/o/"), None));
+    let from = SourceRoot::Rootfs {
+        root: rootfs.path(),
+    };
+    push(
+        "missing in --from",
+        run(&request(from, &["/bin/bash"], "/o/"), None),
+    );
+    push("loop", run(&request(root, &["loop"], "/o/"), None));
+    push("bad pattern", run(&request(root, &["[a"], "/o/"), None));
+    push(
+        "several to a file",
+        run(&request(root, &["a.txt", "b.txt"], "/f"), None),
+    );
+    push(
+        "several to a file (ADD)",
+        run(&add_request(root, &["*.txt"], "/f"), None),
+    );
+    let dest = tempfile::tempdir().unwrap();
+    std::fs::write(dest.path().join("file"), "").unwrap();
+    std::fs::create_dir_all(dest.path().join("d/x")).unwrap();
+    push(
+        "dir onto file",
+        run(&request(root, &["dir"], "/file"), Some(dest.path())),
+    );
+    push(
+        "file onto dir",
+        run(&request(root, &["dir"], "/d/"), Some(dest.path())),
+    );
+    push(
+        "parent is a file",
+        run(&request(root, &["a.txt"], "/file/a"), Some(dest.path())),
+    );
+    let mut req = request(root, &["a.txt"], "/");
+    req.chmod = Some("u+q".into());
+    push("bad chmod", run(&req, None));
+    req.chmod = Some("9".into());
+    push("bad octal chmod", run(&req, None));
+    req.chmod = None;
+    req.chown = Some("nobody:nogroup".into());
+    push("unknown user", run(&req, None));
+    let mut req = add_request(root, &[&server.url("/f")], "/");
+    req.add = Some(AddOptions {
+        checksum: Some("md5:abc".into()),
+        ..AddOptions::default()
+    });
+    push("bad checksum", run(&req, None));
+    req.add = Some(AddOptions {
+        checksum: Some(format!("sha256:{}", "0".repeat(64))),
+        ..AddOptions::default()
+    });
+    push("checksum mismatch", run(&req, None));
+    push(
+        "http 404",
+        run(&add_request(root, &[&server.url("/gone")], "/"), None),
+    );
+    push(
+        "unsafe archive",
+        run(&add_request(root, &["evil.tar"], "/x/"), None),
+    );
+
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT");
+    settings.bind(|| insta::assert_snapshot!(lines.join("\n")));
+}

@@ -11,8 +11,10 @@
 //!    mode and owner WRITTEN, i.e. after `--chmod`/`--chown`; never mtimes) and per-file
 //!    records that let [`crate::cachekey::explain`] say "file F changed".
 //! 2. [`CopyPlan::apply`] writes into the mounted root filesystem of the step. Every
-//!    destination path is resolved inside that root ([`dest`]); nothing is ever written
-//!    outside it whatever symlinks it holds.
+//!    destination path is resolved inside that root (`openat2` with `RESOLVE_IN_ROOT`
+//!    through [`strata_overlay::in_root::Root`]); nothing is ever written outside it,
+//!    whatever symlinks it holds. Files are copied in parallel on the current rayon pool
+//!    with `copy_file_range`; hashing in `prepare` is the only other read of the data.
 //!
 //! # How the caller uses it
 //!
@@ -27,10 +29,11 @@
 //!   mounted (or, with the vfs driver, its folder).
 //! - **`--link`**: make a snapshot with NO parent, `apply` into its empty root, commit it,
 //!   and stack that layer on the stage's chain; key it with `Parent::None` so it survives
-//!   base changes. The copy then cannot see the base: the destination's parents are plain
-//!   new directories (0755, root or `--chown`) that replace the base's metadata for those
-//!   paths when stacked, no symlink of the base is followed, and "does the destination
-//!   exist as a directory" is always no. A `--chown` by NAME must still be resolved in the
+//!   base changes (BuildKit's Dockerfile frontend falls back to a plain copy when
+//!   `--chmod` is given; the caller decides). The copy then cannot see the base: the
+//!   destination's parents are plain new directories (0755, root or `--chown`) that
+//!   replace the base's metadata for those paths when stacked, no symlink of the base is
+//!   followed, and "does the destination exist as a directory" is always no. A `--chown` by NAME must still be resolved in the
 //!   base image: call [`CopyPlan::apply_with`] with the base's rootfs as `users_root` (the
 //!   key covers the name, not the ids; BuildKit has the same limitation).
 //! - **`--chown`**: numeric values are resolved at `prepare`; names are looked up in the
@@ -50,8 +53,12 @@
 //!   through it (inside the root).
 //! - `ADD` archives are applied with the layer applier, which treats `.wh.` names as
 //!   deletions inside the destination directory (tar -x would create them as files).
+//!   Their entries keep the owners and modes the tar records (tar -x as root);
+//!   `--chown` applies to the destination directories the copy creates.
 //! - Extended attributes copied: `security.capability` and `user.*` (not `trusted.*`,
 //!   `security.selinux`), and none on symlinks or special files.
+//! - File names must be valid UTF-8 (as for the build context); sockets are skipped
+//!   with a warning in [`CopyStats::warnings`].
 
 mod apply;
 mod archive;

@@ -741,3 +741,98 @@ fn subtree_end(entries: &[Entry], i: usize) -> usize {
         .position(|x| !x.path.starts_with(&prefix))
         .map_or(entries.len(), |n| i + 1 + n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::walk::tests::make_tree;
+
+    #[test]
+    fn sources_are_classified_like_the_dockerfile_frontend() {
+        assert_eq!(classify("https://example.com/f.tgz"), SourceKind::Url);
+        assert_eq!(classify("http://example.com/"), SourceKind::Url);
+        assert_eq!(classify("https://example.com/repo.git"), SourceKind::Git);
+        assert_eq!(
+            classify("https://example.com/repo.git#v1:sub"),
+            SourceKind::Git
+        );
+        assert_eq!(classify("git://example.com/repo"), SourceKind::Git);
+        assert_eq!(classify("ssh://git@example.com/repo"), SourceKind::Git);
+        assert_eq!(classify("git@github.com:moby/moby.git"), SourceKind::Git);
+        assert_eq!(classify("src/main.rs"), SourceKind::Path);
+        assert_eq!(classify("a:b"), SourceKind::Path);
+        assert_eq!(classify("dir/x@y:z"), SourceKind::Path);
+        assert_eq!(classify("HTTP://upper.case/x"), SourceKind::Path);
+    }
+
+    #[test]
+    fn sources_are_normalised_inside_the_root() {
+        assert_eq!(normalize_source("a/b/"), "a/b");
+        assert_eq!(normalize_source("./a"), "a");
+        assert_eq!(normalize_source("../../a"), "a");
+        assert_eq!(normalize_source("/abs/../x"), "x");
+        assert_eq!(normalize_source("."), "");
+        assert_eq!(normalize_source("/"), "");
+        assert_eq!(base_name("a/b"), "b");
+        assert_eq!(base_name(""), "");
+    }
+
+    #[test]
+    fn context_paths_resolve_through_links_inside_the_context() {
+        let dir = make_tree(&[
+            "real/sub/file",
+            "l1 -> real",
+            "l2 -> l1/sub",
+            "abs -> /real/sub",
+            "up -> ../../../../real",
+            "dangling -> nowhere",
+            "file/",
+        ]);
+        let index = ContextIndex::walk(dir.path(), None).unwrap();
+        let tree = ContextTree::new(dir.path(), &index).unwrap();
+        let path = |p: &str| tree.resolve(p).unwrap().map(|e| e.path);
+        assert_eq!(path("l1/sub/file").as_deref(), Some("real/sub/file"));
+        assert_eq!(path("l2/file").as_deref(), Some("real/sub/file"));
+        assert_eq!(path("abs/file").as_deref(), Some("real/sub/file"));
+        assert_eq!(path("up/sub").as_deref(), Some("real/sub"));
+        assert_eq!(path("l2/../sub/file").as_deref(), Some("real/sub/file"));
+        assert_eq!(path("dangling"), None);
+        assert_eq!(path("real/sub/file/x"), None);
+        assert_eq!(path("").as_deref(), Some(""));
+        // Without following: links are themselves.
+        assert_eq!(
+            tree.lookup("l1").unwrap().map(|e| e.kind),
+            Some(FileKind::Symlink)
+        );
+    }
+
+    #[test]
+    fn rootfs_paths_resolve_in_root() {
+        let dir = make_tree(&[
+            "usr/lib/x",
+            "lib -> usr/lib",
+            "abs -> /usr",
+            "up -> ../../..",
+        ]);
+        let tree = RootfsTree::new(dir.path()).unwrap();
+        let path = |p: &str| tree.resolve(p).unwrap().map(|e| e.path);
+        assert_eq!(path("lib/x").as_deref(), Some("usr/lib/x"));
+        assert_eq!(path("/abs/lib/x").as_deref(), Some("usr/lib/x"));
+        assert_eq!(path("up/usr/lib").as_deref(), Some("usr/lib"));
+        assert_eq!(path("up").as_deref(), Some(""));
+        assert_eq!(path("nope"), None);
+        assert_eq!(path("usr/lib/x/y"), None);
+        let lib = tree.lookup("lib").unwrap().unwrap();
+        assert_eq!(lib.link_target.as_deref(), Some("usr/lib"));
+        let usr = tree.resolve("usr").unwrap().unwrap();
+        let below: Vec<String> = tree
+            .subtree(&usr)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(below, ["usr/lib", "usr/lib/x"]);
+        // A path through a link is not a plain path.
+        assert!(tree.lookup("lib/x").unwrap().is_none());
+    }
+}

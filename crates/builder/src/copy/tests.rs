@@ -1564,3 +1564,53 @@ fn error_messages() {
     settings.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT");
     settings.bind(|| insta::assert_snapshot!(lines.join("\n")));
 }
+
+#[test]
+fn many_files_in_parallel_chunks_and_a_plan_applied_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    for d in 0..3 {
+        std::fs::create_dir(dir.path().join(format!("d{d}"))).unwrap();
+        for f in 0..150 {
+            std::fs::write(
+                dir.path().join(format!("d{d}/f{f:03}")),
+                format!("{d}-{f}").repeat(f + 1),
+            )
+            .unwrap();
+        }
+    }
+    // Hard links spread over different chunks and directories.
+    std::fs::hard_link(dir.path().join("d0/f000"), dir.path().join("d2/link")).unwrap();
+    let ctx = Ctx::index(dir);
+    let plan = prepare(&request(ctx.root(), &["."], "/data")).unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let stats = plan.apply(dest.path()).unwrap();
+        assert_eq!((stats.files, stats.hardlinks, stats.dirs), (450, 1, 3));
+        for d in 0..3 {
+            for f in 0..150 {
+                let rel = format!("d{d}/f{f:03}");
+                assert_eq!(
+                    std::fs::read(dest.path().join("data").join(&rel)).unwrap(),
+                    std::fs::read(ctx.dir.path().join(&rel)).unwrap(),
+                    "{rel}"
+                );
+            }
+        }
+        let a = std::fs::metadata(dest.path().join("data/d0/f000")).unwrap();
+        let b = std::fs::metadata(dest.path().join("data/d2/link")).unwrap();
+        assert_eq!(a.ino(), b.ino());
+    }
+}
+
+#[test]
+fn a_file_changed_after_prepare_is_not_copied() {
+    let ctx = Ctx::new(&["f"]);
+    let plan = prepare(&request(ctx.root(), &["f"], "/f")).unwrap();
+    std::fs::write(ctx.dir.path().join("f"), "something longer").unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let err = plan.apply(dest.path()).unwrap_err();
+    assert_eq!(
+        err_text(err),
+        "f changed after it was hashed for the cache key"
+    );
+}

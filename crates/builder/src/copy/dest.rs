@@ -157,7 +157,20 @@ impl DestRoot {
                             let base = if target.starts_with('/') {
                                 target
                             } else {
-                                format!("{parent}/{target}")
+                                // Relative to where the link really is (earlier components
+                                // may themselves have been links).
+                                let real = self
+                                    .root
+                                    .resolved(Path::new(if parent.is_empty() {
+                                        "/"
+                                    } else {
+                                        &parent
+                                    }))
+                                    .map_err(|source| Error::DestPath {
+                                        path: parent.clone(),
+                                        source,
+                                    })?;
+                                format!("{}/{target}", real.display())
                             };
                             path = clean(&format!("/{base}/{rest}"));
                             continue 'restart;

@@ -794,6 +794,13 @@ fn destination_symlinks_never_lead_outside_the_root() {
             "/app/z/",
             "z/f".into(),
         ),
+        // A dangling chain: the final target is created, inside.
+        (
+            vec![link("a", "real"), link("real", "/r1/r2")],
+            "f",
+            "/a/b/",
+            "r1/r2/b/f".into(),
+        ),
     ];
     for (links, src, dest_path, landed) in attempts {
         let dest = tempfile::tempdir().unwrap();
@@ -811,6 +818,24 @@ fn destination_symlinks_never_lead_outside_the_root() {
             listing(dest.path())
         );
     }
+}
+
+#[test]
+fn a_dangling_relative_link_is_read_from_where_it_is() {
+    let ctx = Ctx::new(&["f"]);
+    let dest = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dest.path().join("x/y")).unwrap();
+    std::os::unix::fs::symlink("/x/y", dest.path().join("a")).unwrap();
+    std::os::unix::fs::symlink("../c", dest.path().join("x/y/b")).unwrap();
+    prepare(&request(ctx.root(), &["f"], "/a/b/d/"))
+        .unwrap()
+        .apply(dest.path())
+        .unwrap();
+    assert!(
+        dest.path().join("x/c/d/f").is_file(),
+        "{:?}",
+        listing(dest.path())
+    );
 }
 
 #[test]

@@ -1639,3 +1639,58 @@ fn a_file_changed_after_prepare_is_not_copied() {
         "f changed after it was hashed for the cache key"
     );
 }
+
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn copy_into_a_mounted_overlay_snapshot() {
+    use strata_overlay::{Driver, Snapshotter};
+    let store = tempfile::tempdir().unwrap();
+    let snap = Snapshotter::open(store.path(), Some(Driver::Overlay)).unwrap();
+    // A base layer with an escape attempt and a directory to merge into.
+    snap.prepare("base-w", None).unwrap();
+    let base = snap.mount("base-w").unwrap();
+    let s = Sentinel::new();
+    std::fs::create_dir_all(base.join("app/old")).unwrap();
+    std::fs::write(base.join("app/old/keep"), "base").unwrap();
+    std::os::unix::fs::symlink(s.climb(), base.join("escape")).unwrap();
+    snap.commit("base-w", "base").unwrap();
+    snap.prepare("step", Some("base")).unwrap();
+    let rootfs = snap.mount("step").unwrap();
+
+    let ctx = Ctx::new(&["src/main.rs", "src/old/new.rs"]);
+    prepare(&request(ctx.root(), &["src"], "/app"))
+        .unwrap()
+        .apply(&rootfs)
+        .unwrap();
+    prepare(&request(ctx.root(), &["src/main.rs"], "/escape/"))
+        .unwrap()
+        .apply(&rootfs)
+        .unwrap();
+    s.assert_untouched();
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("app/old/keep")).unwrap(),
+        "base"
+    );
+    assert!(rootfs.join("app/old/new.rs").is_file());
+    let changes: Vec<String> = snap
+        .diff("step")
+        .unwrap()
+        .into_iter()
+        .map(|c| format!("{} {}", c.kind.letter(), c.path.display()))
+        .collect();
+    let inside = s.abs().trim_start_matches('/').to_string();
+    assert!(
+        changes.contains(&"A app/main.rs".to_string()),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&"A app/old/new.rs".to_string()),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&format!("A {inside}/main.rs")),
+        "{changes:?}"
+    );
+    assert!(!changes.iter().any(|c| c.contains("keep")), "{changes:?}");
+    snap.unmount("step").unwrap();
+}

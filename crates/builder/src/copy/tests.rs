@@ -1694,3 +1694,11 @@ fn copy_into_a_mounted_overlay_snapshot() {
     assert!(!changes.iter().any(|c| c.contains("keep")), "{changes:?}");
     snap.unmount("step").unwrap();
 }
+
+#[test]
+fn plans_can_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<CopyPlan>();
+    send_sync::<CopyStats>();
+    send_sync::<CopyRequest<'static>>();
+}

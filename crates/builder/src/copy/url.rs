@@ -96,6 +96,8 @@ pub(crate) fn download(
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_recv_response(Some(Duration::from_secs(120)))
+        // A stalled transfer fails instead of hanging the build; a slow one goes on.
+        .timeout_per_read(Some(Duration::from_secs(120)))
         .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
         .build()
         .into();

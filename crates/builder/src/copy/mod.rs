@@ -85,7 +85,7 @@ use crate::context::{ContextIndex, Entry, FileKind};
 use crate::user::{resolve_chown, Owner, UserFiles};
 use crate::Error;
 
-pub use chmod::Chmod;
+pub use chmod::{Chmod, Clause};
 
 use dest::Dest;
 use hash::{HashSettings, Hashed, OwnerKey};

@@ -10,12 +10,14 @@
 //! - [`exec`]: the one place that forks, unshares, mounts, pivots and execs a step's process;
 //! - [`user`]: `USER` and `--chown` resolution from an image's `/etc/passwd` and `/etc/group`;
 //! - [`context`]: the build context: `.dockerignore`, walking, content hashing, wildcards;
+//! - [`copy`]: `COPY` and `ADD`: sources to a cache digest, then into a root, in-root safe;
 //! - [`cachekey`]: cache keys and the explanation of cache misses;
 //! - [`progress`]: build events and the [`progress::Reporter`] trait;
 //! - [`platform`]: the host platform and the automatic platform build args.
 
 pub mod cachekey;
 pub mod context;
+pub mod copy;
 mod error;
 pub mod exec;
 mod inroot;

@@ -834,10 +834,13 @@ impl Build<'_> {
                 }
                 self.workdir(st, &wd, &created_by, info, no_cache, previous, inputs)
             }
-            InstructionKind::Copy(_) | InstructionKind::Add(_) => Err(Error::Unsupported {
-                what: format!("{} (line {})", instr.kind.name(), instr.span.start_line),
-                hint: ": COPY and ADD arrive with the copy module".into(),
-            }),
+            InstructionKind::Copy(_) | InstructionKind::Add(_) => {
+                let info = info.ok_or_else(|| Error::InvalidSpec {
+                    reason: "a COPY without a step number".into(),
+                })?;
+                let expanded = instr.expand(st.scope.env(), escape)?.value;
+                self.copy(st, instr, &expanded, info, no_cache, previous, inputs)
+            }
             _ => {
                 let expanded = instr.expand(st.scope.env(), escape)?.value;
                 self.metadata(st, &expanded)
@@ -919,6 +922,7 @@ impl Build<'_> {
             no_cache,
             previous,
             inputs,
+            false,
             &mut |rootfs, sink| {
                 std::fs::create_dir_all(&step_scratch)
                     .map_err(|e| Error::io("create", &step_scratch, e))?;
@@ -937,6 +941,195 @@ impl Build<'_> {
         );
         let _ = std::fs::remove_dir_all(&step_scratch);
         result
+    }
+
+    /// COPY and ADD: resolve and hash the sources (the copy module), key the step on their
+    /// content, and on a miss write them into the stage's snapshot. `--link` (without
+    /// `--chmod`, as BuildKit) copies into an empty snapshot whose layer is keyed without
+    /// the stage's parent, so its cache survives changes below it.
+    #[allow(clippy::too_many_arguments)]
+    fn copy(
+        &self,
+        st: &mut StageState,
+        raw: &Instruction,
+        expanded: &Instruction,
+        info: &StepInfo,
+        no_cache: bool,
+        previous: &[KeyInputs],
+        inputs: &mut Vec<KeyInputs>,
+    ) -> Result<(), Error> {
+        use crate::copy::{self, AddOptions, CopyRequest, InlineFile, SourceRoot};
+        use strata_parser::Source;
+        struct Fields {
+            sources: Vec<Source>,
+            dest: String,
+            chown: Option<String>,
+            chmod: Option<String>,
+            link: bool,
+            parents: bool,
+            excludes: Vec<String>,
+            add: Option<AddOptions>,
+        }
+        let f = match &expanded.kind {
+            InstructionKind::Copy(c) => Fields {
+                sources: c.sources.clone(),
+                dest: c.dest.clone(),
+                chown: c.chown.clone(),
+                chmod: c.chmod.clone(),
+                link: c.link,
+                parents: c.parents,
+                excludes: c.excludes.clone(),
+                add: None,
+            },
+            InstructionKind::Add(a) => Fields {
+                sources: a.sources.clone(),
+                dest: a.dest.clone(),
+                chown: a.chown.clone(),
+                chmod: a.chmod.clone(),
+                link: a.link,
+                parents: false,
+                excludes: a.excludes.clone(),
+                add: Some(AddOptions {
+                    checksum: a.checksum.clone(),
+                    keep_git_dir: a.keep_git_dir,
+                    unpack: a.unpack,
+                }),
+            },
+            _ => return Ok(()),
+        };
+        let raw_from = match &raw.kind {
+            InstructionKind::Copy(c) => c.from.clone(),
+            _ => None,
+        };
+        let mut paths = Vec::new();
+        let mut inline = Vec::new();
+        for s in &f.sources {
+            match s {
+                Source::Path(p) => paths.push(p.clone()),
+                Source::Inline(i) => inline.push(InlineFile {
+                    name: i.name.clone(),
+                    content: i.content.clone(),
+                }),
+            }
+        }
+        let workdir = exec_config(&st.config)
+            .working_dir()
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into());
+        let step_scratch = self.scratch.join(format!("step-{}", info.id.0));
+        std::fs::create_dir_all(&step_scratch)
+            .map_err(|e| Error::io("create", &step_scratch, e))?;
+        // A stage's or image's files are read from a mounted view, for hashing and copying.
+        let source_view = match &raw_from {
+            Some(from) => {
+                let BindFrom::Layers { layers, .. } = self.bind_from(from)? else {
+                    return Err(Error::InvalidSpec {
+                        reason: "COPY --from resolved to the context".into(),
+                    });
+                };
+                Some(self.engine.view(&layers, &step_scratch)?)
+            }
+            None => None,
+        };
+        let from = match &source_view {
+            Some(v) => SourceRoot::Rootfs { root: v.path() },
+            None => {
+                let index = self.context.as_ref().ok_or_else(|| Error::SourceNotFound {
+                    path: paths.first().cloned().unwrap_or_default(),
+                })?;
+                SourceRoot::Context {
+                    dir: index.root(),
+                    index,
+                }
+            }
+        };
+        let req = CopyRequest {
+            sources: paths.clone(),
+            inline: inline.clone(),
+            dest: f.dest.clone(),
+            workdir: workdir.clone(),
+            from,
+            chown: f.chown.clone(),
+            chmod: f.chmod.clone(),
+            link: f.link,
+            parents: f.parents,
+            excludes: f.excludes.clone(),
+            add: f.add.clone(),
+        };
+        let plan = copy::prepare(&req)?;
+        let linked = f.link && f.chmod.is_none();
+        let op = if f.add.is_some() {
+            OpKind::Add
+        } else {
+            OpKind::Copy
+        };
+        let mut key = self.key_inputs(st, op, &raw.original);
+        if linked {
+            key.parent = Parent::None;
+        }
+        key.settings.insert("dest".into(), plan.dest().to_string());
+        if let Some(c) = &f.chown {
+            key.settings.insert("chown".into(), c.clone());
+        }
+        if let Some(c) = &f.chmod {
+            key.settings.insert("chmod".into(), c.clone());
+        }
+        if let Some(from) = &raw_from {
+            key.settings.insert("from".into(), from.clone());
+        }
+        key.sources = Some(plan.sources_input());
+        // BuildKit's history text: flags it records, the sources as written, the dest.
+        let mut created_by = plan.command().to_string();
+        if f.parents {
+            created_by.push_str(" --parents");
+        }
+        if let Some(c) = &f.chown {
+            created_by.push_str(&format!(" --chown={c}"));
+        }
+        if let Some(c) = &f.chmod {
+            created_by.push_str(&format!(" --chmod={c}"));
+        }
+        for p in &paths {
+            created_by.push(' ');
+            created_by.push_str(p);
+        }
+        for i in &inline {
+            created_by.push_str(&format!(" <<{}", i.name));
+        }
+        created_by.push_str(&format!(" {} # buildkit", f.dest));
+        // `--link --chown=name` resolves the name in the stage's filesystem.
+        let users_view = match (linked, &f.chown) {
+            (true, Some(_)) => Some(self.engine.view(&st.layers, &step_scratch)?),
+            _ => None,
+        };
+        let users_root = users_view.as_ref().map(|v| v.path().to_path_buf());
+        let parent_before = st.parent.clone();
+        let result = self.layer_step(
+            st,
+            info,
+            key,
+            created_by,
+            no_cache,
+            previous,
+            inputs,
+            linked,
+            &mut |rootfs, _| plan.apply_with(rootfs, users_root.as_deref()).map(|_| ()),
+        );
+        drop(users_view);
+        drop(source_view);
+        let _ = std::fs::remove_dir_all(&step_scratch);
+        result?;
+        if linked {
+            // What follows depends on both the layers below and the linked layer.
+            if let Parent::Step { key: link_key } = st.parent.clone() {
+                let mut merged =
+                    KeyInputs::new(OpKind::Copy, &self.platform, parent_before, "merge --link");
+                merged.settings.insert("layer".into(), link_key.to_string());
+                st.parent = Parent::Step { key: merged.key() };
+            }
+        }
+        Ok(())
     }
 
     /// The source of a RUN bind's `from=` (as written).
@@ -996,6 +1189,7 @@ impl Build<'_> {
             no_cache,
             previous,
             inputs,
+            false,
             &mut |rootfs, _| make_workdir(rootfs, &wd, &user),
         )
     }
@@ -1012,6 +1206,7 @@ impl Build<'_> {
         no_cache: bool,
         previous: &[KeyInputs],
         seen: &mut Vec<KeyInputs>,
+        link: bool,
         action: &mut dyn FnMut(&Path, &mut StepSink<'_>) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let store = self.engine.store();
@@ -1042,7 +1237,12 @@ impl Build<'_> {
         self.record_outcome(info, false, Some(reason));
 
         let snap = self.engine.snapshotter();
-        let parent = self.engine.ensure_chain(&st.layers)?;
+        // A --link step starts from nothing: its layer must not depend on what is below.
+        let parent = if link {
+            None
+        } else {
+            self.engine.ensure_chain(&st.layers)?
+        };
         let active = format!("build-{}", random_hex());
         snap.prepare(&active, parent.as_deref())?;
         let ran = (|| -> Result<Option<strata_store::LayerInfo>, Error> {
@@ -1077,6 +1277,12 @@ impl Build<'_> {
         let mut chain: Vec<Digest> = st.layers.iter().map(|l| l.diff_id).collect();
         match &layer {
             None => snap.remove(&active)?,
+            Some(l) if link => {
+                // Its folder does not sit on the stage's layers: the chain is unpacked from
+                // the blob when a later step needs it.
+                chain.push(l.diff_id);
+                snap.remove(&active)?;
+            }
             Some(l) => {
                 chain.push(l.diff_id);
                 let name = chain_name(&chain).unwrap_or_default();

@@ -43,6 +43,35 @@ impl LayerRef {
     }
 }
 
+/// A read-only mounted view of a layer stack, unmounted and removed on drop.
+#[derive(Debug)]
+pub struct View<'a> {
+    engine: &'a Engine,
+    key: Option<String>,
+    path: PathBuf,
+}
+
+impl View<'_> {
+    /// Where the stack's files are (an empty folder for an empty stack).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for View<'_> {
+    fn drop(&mut self) {
+        match &self.key {
+            Some(key) => {
+                let _ = self.engine.snapshotter.unmount(key);
+                let _ = self.engine.snapshotter.remove(key);
+            }
+            None => {
+                let _ = std::fs::remove_dir(&self.path);
+            }
+        }
+    }
+}
+
 /// The snapshot name of the stack `diff_ids` (its chainID in hex), `None` when empty.
 pub fn chain_name(diff_ids: &[Digest]) -> Option<String> {
     chain_ids(diff_ids).last().map(Digest::hex)
@@ -167,6 +196,30 @@ impl Engine {
             },
             Error::from,
         ))
+    }
+
+    /// Mounts a read-only view of the stack `layers` (unpacking what is missing); an empty
+    /// stack is an empty folder made under `scratch`.
+    pub fn view(&self, layers: &[LayerRef], scratch: &Path) -> Result<View<'_>, Error> {
+        let Some(top) = self.ensure_chain(layers)? else {
+            let path = scratch.join(format!("empty-{}", crate::build::random_hex()));
+            std::fs::create_dir_all(&path).map_err(|e| Error::io("create", &path, e))?;
+            return Ok(View {
+                engine: self,
+                key: None,
+                path,
+            });
+        };
+        let key = format!("build-view-{}", crate::build::random_hex());
+        self.snapshotter.view(&key, Some(&top))?;
+        let mut view = View {
+            engine: self,
+            key: Some(key.clone()),
+            path: PathBuf::new(),
+        };
+        // From here on, dropping the view undoes what was done.
+        view.path = self.snapshotter.mount(&key)?;
+        Ok(view)
     }
 
     /// Garbage collection of the whole store: blobs no ref reaches (store GC), then the

@@ -281,6 +281,127 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+
+    // ---- COPY and ADD (the `copy` module) ----
+    /// `COPY` was given an `http(s)://` or git source.
+    #[error("source can't be a URL for COPY")]
+    CopyUrl {
+        /// The source as written.
+        url: String,
+    },
+
+    /// `ADD` of a git repository, which the builder does not support yet.
+    #[error("ADD of a git repository is not supported yet: {url}")]
+    AddGit {
+        /// The repository reference as written.
+        url: String,
+    },
+
+    /// Nothing at all matched the sources of a `COPY`/`ADD`.
+    #[error("no source files were specified")]
+    NoSourceFiles,
+
+    /// A source path (without wildcards) that does not exist in the `--from` root.
+    #[error("{path} not found in the --from source")]
+    SourceNotFoundInRoot {
+        /// The path as given.
+        path: String,
+    },
+
+    /// Symbolic links that loop, or more than 40 of them in one path.
+    #[error("too many levels of symbolic links resolving {path}")]
+    SymlinkLoop {
+        /// The path being resolved.
+        path: String,
+    },
+
+    /// Several sources, but the destination is neither marked as a directory nor one.
+    #[error(
+        "When using {command} with more than one source file, the destination must be a directory and end with a /"
+    )]
+    DestMustBeDir {
+        /// `COPY` or `ADD`.
+        command: &'static str,
+    },
+
+    /// A directory had to be created or merged where the destination has something else.
+    #[error("cannot copy to non-directory: {path}")]
+    DestNotDir {
+        /// The path inside the destination root.
+        path: String,
+    },
+
+    /// A file had to be written where the destination has a directory.
+    #[error("cannot replace directory {path} with a file")]
+    DestIsDir {
+        /// The path inside the destination root.
+        path: String,
+    },
+
+    /// A destination path could not be resolved inside the destination root.
+    #[error("destination {path}")]
+    DestPath {
+        /// The path inside the destination root.
+        path: String,
+        /// What the in-root resolution reported.
+        #[source]
+        source: strata_overlay::Error,
+    },
+
+    /// A malformed `--chmod` value.
+    #[error("invalid --chmod value {value:?}: {reason}")]
+    InvalidChmod {
+        /// The value as written.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// A malformed or unsupported `--checksum` value, or one given where it cannot apply.
+    #[error("invalid --checksum {value:?}: {reason}")]
+    InvalidChecksum {
+        /// The value as written.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// Downloading an `ADD` URL failed.
+    #[error("could not download {url}: {reason}")]
+    Download {
+        /// The URL.
+        url: String,
+        /// What went wrong (HTTP status, connection error, ...).
+        reason: String,
+    },
+
+    /// A downloaded file does not have the digest `--checksum` asked for.
+    #[error("checksum mismatch for {url}: expected {expected}, got {actual}")]
+    ChecksumMismatch {
+        /// The URL.
+        url: String,
+        /// The digest given with `--checksum`.
+        expected: String,
+        /// The digest of what was downloaded.
+        actual: String,
+    },
+
+    /// Extracting an `ADD` archive failed (or the archive was refused as unsafe).
+    #[error("could not extract {path}")]
+    Extract {
+        /// The archive (source path or URL).
+        path: String,
+        /// The unpacker's error.
+        #[source]
+        source: strata_overlay::Error,
+    },
+
+    /// A source file changed between hashing (the cache key) and copying.
+    #[error("{path} changed after it was hashed for the cache key")]
+    ChangedSinceHashed {
+        /// The source path.
+        path: String,
+    },
 }
 
 impl Error {

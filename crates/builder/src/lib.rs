@@ -22,6 +22,7 @@
 //! - [`exec`] — the one place that forks, unshares, mounts, pivots and execs a step's process;
 //! - [`user`] — `USER` and `--chown` resolution from an image's `/etc/passwd` and `/etc/group`;
 //! - [`context`] — the build context: `.dockerignore`, walking, content hashing, wildcards;
+//! - [`copy`] — `COPY` and `ADD`: sources to a cache digest, then into a root, in-root safe;
 //! - [`cachekey`] — cache keys and the explanation of cache misses;
 //! - [`progress`] — build events and the [`progress::Reporter`] trait;
 //! - [`platform`] — the host platform and the automatic platform build args;
@@ -31,6 +32,7 @@ mod build;
 pub mod cache;
 pub mod cachekey;
 pub mod context;
+pub mod copy;
 pub mod engine;
 mod error;
 pub mod exec;

@@ -7,6 +7,7 @@
 
 mod build_basics;
 mod build_cache;
+mod build_copy;
 mod build_graph;
 mod build_run;
 mod common;

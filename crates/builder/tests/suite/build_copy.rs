@@ -1,0 +1,223 @@
+//! COPY and ADD in builds: sources and flags, stages and images as sources, the cache,
+//! `--link`, and destinations that try to escape the root through symlinks.
+
+use std::process::Command;
+
+use crate::common::*;
+
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn copy_and_add_sources_and_flags() {
+    let ts = TestStore::new();
+    let ctx = context(&[
+        ("app/main.sh", "echo main\n"),
+        ("app/lib/util.sh", "echo util\n"),
+        ("app/notes.md", "notes\n"),
+        ("conf/a.conf", "a\n"),
+        ("conf/b.conf", "b\n"),
+        ("secret.key", "do not ship\n"),
+        (".dockerignore", "*.key\n"),
+    ]);
+    let tarball = ctx.path().join("bundle.tar.gz");
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir(src.path().join("bundle")).unwrap();
+    std::fs::write(src.path().join("bundle/inside.txt"), "from the archive\n").unwrap();
+    let status = Command::new("tar")
+        .arg("-czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(src.path())
+        .arg("bundle")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let df = r#"FROM busybox AS tools
+RUN mkdir -p /out && echo tool > /out/tool.txt
+FROM busybox
+WORKDIR /srv
+COPY app/ app/
+COPY conf/*.conf /etc/myapp/
+COPY --chown=app:staff --chmod=0750 app/main.sh /usr/local/bin/main
+COPY --exclude=*.md app /only-code/
+COPY --parents app/lib/util.sh /parents/
+COPY --from=tools /out/tool.txt /tool.txt
+COPY --from=busybox /etc/passwd /from-image-passwd
+COPY <<EOF /etc/greeting
+hello $HOSTNAME-less
+EOF
+ADD bundle.tar.gz /unpacked/
+COPY bundle.tar.gz /copied/
+COPY . /ctx/
+"#;
+    let (r, _) = build_ok(&ts.engine, df, ctx.path(), &[]);
+    let e = &ts.engine;
+    let t = |p: &str| read_text(e, &r.image, p);
+    assert_eq!(t("/srv/app/main.sh").as_deref(), Some("echo main\n"));
+    assert_eq!(t("/srv/app/lib/util.sh").as_deref(), Some("echo util\n"));
+    assert_eq!(t("/etc/myapp/a.conf").as_deref(), Some("a\n"));
+    assert_eq!(t("/etc/myapp/b.conf").as_deref(), Some("b\n"));
+    assert_eq!(t("/only-code/main.sh").as_deref(), Some("echo main\n"));
+    assert_eq!(t("/only-code/notes.md"), None, "--exclude");
+    assert_eq!(
+        t("/parents/app/lib/util.sh").as_deref(),
+        Some("echo util\n")
+    );
+    assert_eq!(t("/tool.txt").as_deref(), Some("tool\n"));
+    assert!(t("/from-image-passwd").unwrap().starts_with("root:"));
+    assert_eq!(t("/etc/greeting").as_deref(), Some("hello -less\n"));
+    assert_eq!(
+        t("/unpacked/bundle/inside.txt").as_deref(),
+        Some("from the archive\n")
+    );
+    assert!(
+        read_file(e, &r.image, "/copied/bundle.tar.gz").is_some(),
+        "COPY does not unpack"
+    );
+    assert_eq!(t("/ctx/secret.key"), None, ".dockerignore");
+    assert_eq!(t("/ctx/app/notes.md").as_deref(), Some("notes\n"));
+    // Owner and mode as asked, checked inside the image.
+    let (check, _) = build_ok(
+        &ts.engine,
+        &format!(
+            "FROM {}\nRUN stat -c '%u:%g %a' /usr/local/bin/main /srv/app/main.sh > /modes\n",
+            r.image.id()
+        ),
+        ctx.path(),
+        &[],
+    );
+    assert_eq!(
+        read_text(e, &check.image, "/modes").as_deref(),
+        Some("1000:50 750\n0:0 644\n")
+    );
+    let h = history(e, &r.image);
+    let texts: Vec<&str> = h.iter().map(|(t, _, _)| t.as_str()).collect();
+    assert!(
+        texts.contains(
+            &"COPY --chown=app:staff --chmod=0750 app/main.sh /usr/local/bin/main # buildkit"
+        ),
+        "{texts:?}"
+    );
+    assert!(
+        texts.contains(&"COPY <<EOF /etc/greeting # buildkit"),
+        "{texts:?}"
+    );
+    assert!(
+        texts.contains(&"ADD bundle.tar.gz /unpacked/ # buildkit"),
+        "{texts:?}"
+    );
+}
+
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn copy_cache_follows_content_not_mtime_and_link_survives_base_changes() {
+    let ts = TestStore::new();
+    let ctx = context(&[("src/app.txt", "v1\n"), ("src/other.txt", "o\n")]);
+    let e = &ts.engine;
+    let df = |base: &str| {
+        format!(
+            "FROM busybox\nRUN echo {base} > /base\nCOPY src/ /plain/\nCOPY --link src/ /linked/\n"
+        )
+    };
+    build_ok(e, &df("one"), ctx.path(), &[]);
+    // mtime only: everything hits.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(ctx.path().join("src/app.txt"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+    drop(f);
+    let (_, t) = build_ok(e, &df("one"), ctx.path(), &[]);
+    assert!(
+        t.cache_lines().iter().all(|l| l.starts_with("HIT")),
+        "{:?}",
+        t.cache_lines()
+    );
+    // Content: both copies miss and say which file.
+    std::fs::write(ctx.path().join("src/app.txt"), "v2\n").unwrap();
+    let (_, t) = build_ok(e, &df("one"), ctx.path(), &[]);
+    assert_eq!(
+        t.cache_lines(),
+        [
+            "HIT  RUN echo one > /base",
+            "MISS COPY src/ /plain/: file src/app.txt changed",
+            "MISS COPY --link src/ /linked/: file src/app.txt changed",
+        ]
+    );
+    // The base changes: the plain COPY misses, the --link one still hits.
+    let (r, t) = build_ok(e, &df("two"), ctx.path(), &[]);
+    let lines = t.cache_lines();
+    assert!(lines[0].starts_with("MISS RUN echo two"), "{lines:?}");
+    assert!(
+        lines[1].starts_with("MISS COPY src/ /plain/: the previous step changed"),
+        "{lines:?}"
+    );
+    assert_eq!(lines[2], "HIT  COPY --link src/ /linked/");
+    assert_eq!(
+        read_text(e, &r.image, "/linked/app.txt").as_deref(),
+        Some("v2\n")
+    );
+    assert_eq!(read_text(e, &r.image, "/base").as_deref(), Some("two\n"));
+    // A RUN after the linked COPY depends on the base again.
+    let after = |base: &str| format!("{}RUN cat /base /linked/app.txt > /both\n", df(base));
+    build_ok(e, &after("two"), ctx.path(), &[]);
+    let (r, t) = build_ok(e, &after("three"), ctx.path(), &[]);
+    assert!(
+        t.cache_lines()[3].starts_with("MISS RUN cat"),
+        "{:?}",
+        t.cache_lines()
+    );
+    assert_eq!(
+        read_text(e, &r.image, "/both").as_deref(),
+        Some("three\nv2\n")
+    );
+    // --chmod enters the key.
+    let (_, t) = build_ok(
+        e,
+        "FROM busybox\nCOPY --chmod=0600 src/app.txt /a\n",
+        ctx.path(),
+        &[],
+    );
+    let (_, t2) = build_ok(
+        e,
+        "FROM busybox\nCOPY --chmod=0644 src/app.txt /a\n",
+        ctx.path(),
+        &[],
+    );
+    assert!(t.cache_lines()[0].starts_with("MISS"));
+    assert!(
+        t2.cache_lines()[0].starts_with("MISS"),
+        "{:?}",
+        t2.cache_lines()
+    );
+}
+
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn copy_destinations_cannot_escape_through_symlinks() {
+    let ts = TestStore::new();
+    let host = tempfile::tempdir().unwrap();
+    let host_dir = host.path().join("victim");
+    std::fs::create_dir(&host_dir).unwrap();
+    let ctx = context(&[("payload.txt", "payload\n")]);
+    let df = format!(
+        "FROM busybox\n\
+         RUN mkdir -p {hd} && ln -s {hd} /abs && ln -s ../../../../../../../..{hd} /climb && ln -s / /rootlink\n\
+         COPY payload.txt /abs/\n\
+         COPY payload.txt /climb/\n\
+         COPY payload.txt /rootlink/etc/dropped\n",
+        hd = host_dir.display()
+    );
+    let (r, _) = build_ok(&ts.engine, &df, ctx.path(), &[]);
+    // Nothing reached the host folder the links name...
+    assert_eq!(std::fs::read_dir(&host_dir).unwrap().count(), 0);
+    // ...the files are inside the image, where the links resolve in its root.
+    let inside = format!("{}/payload.txt", host_dir.display());
+    assert_eq!(
+        read_text(&ts.engine, &r.image, &inside).as_deref(),
+        Some("payload\n")
+    );
+    assert_eq!(
+        read_text(&ts.engine, &r.image, "/etc/dropped").as_deref(),
+        Some("payload\n")
+    );
+}

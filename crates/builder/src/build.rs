@@ -1021,6 +1021,7 @@ impl Build<'_> {
         std::fs::create_dir_all(&step_scratch)
             .map_err(|e| Error::io("create", &step_scratch, e))?;
         // A stage's or image's files are read from a mounted view, for hashing and copying.
+        let mut source_chain = None;
         let source_view = match &raw_from {
             Some(from) => {
                 let BindFrom::Layers { layers, .. } = self.bind_from(from)? else {
@@ -1028,6 +1029,8 @@ impl Build<'_> {
                         reason: "COPY --from resolved to the context".into(),
                     });
                 };
+                let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id).collect();
+                source_chain = Some(chain_name(&diff_ids).unwrap_or_else(|| "empty".into()));
                 Some(self.engine.view(&layers, &step_scratch)?)
             }
             None => None,
@@ -1057,7 +1060,25 @@ impl Build<'_> {
             excludes: f.excludes.clone(),
             add: f.add.clone(),
         };
-        let plan = copy::prepare(&req)?;
+        // The files of a stage or image are immutable (named by their chainID): what a copy
+        // from them hashes to is remembered, so a cached build does not read them again.
+        let memo = source_chain
+            .as_deref()
+            .map(|chain| HashMemo::new(&self.engine.builder_dir(), chain, &req));
+        let remembered = memo.as_ref().and_then(HashMemo::load);
+        let mut prepared = None;
+        let (sources_input, dest) = match remembered {
+            Some(r) => r,
+            None => {
+                let plan = copy::prepare(&req)?;
+                let found = (plan.sources_input(), plan.dest().to_string());
+                if let Some(m) = &memo {
+                    m.save(&found.0, &found.1);
+                }
+                prepared = Some(plan);
+                found
+            }
+        };
         let linked = f.link && f.chmod.is_none();
         let op = if f.add.is_some() {
             OpKind::Add
@@ -1068,7 +1089,7 @@ impl Build<'_> {
         if linked {
             key.parent = Parent::None;
         }
-        key.settings.insert("dest".into(), plan.dest().to_string());
+        key.settings.insert("dest".into(), dest);
         if let Some(c) = &f.chown {
             key.settings.insert("chown".into(), c.clone());
         }
@@ -1078,9 +1099,9 @@ impl Build<'_> {
         if let Some(from) = &raw_from {
             key.settings.insert("from".into(), from.clone());
         }
-        key.sources = Some(plan.sources_input());
+        key.sources = Some(sources_input);
         // BuildKit's history text: flags it records, the sources as written, the dest.
-        let mut created_by = plan.command().to_string();
+        let mut created_by = if f.add.is_some() { "ADD" } else { "COPY" }.to_string();
         if f.parents {
             created_by.push_str(" --parents");
         }
@@ -1114,7 +1135,13 @@ impl Build<'_> {
             previous,
             inputs,
             linked,
-            &mut |rootfs, _| plan.apply_with(rootfs, users_root.as_deref()).map(|_| ()),
+            &mut |rootfs, _| {
+                let plan = match prepared.take() {
+                    Some(p) => p,
+                    None => copy::prepare(&req)?,
+                };
+                plan.apply_with(rootfs, users_root.as_deref()).map(|_| ())
+            },
         );
         drop(users_view);
         drop(source_view);
@@ -1406,6 +1433,71 @@ impl Build<'_> {
                 unused.join(" ")
             )
         })
+    }
+}
+
+/// What a `COPY --from` of an immutable layer stack hashed to, remembered under
+/// `<root>/builder/hash-memo/` by the stack's chainID and the request.
+struct HashMemo {
+    path: PathBuf,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MemoRecord {
+    dest: String,
+    sources: crate::cachekey::SourcesInput,
+}
+
+impl HashMemo {
+    fn new(builder_dir: &Path, chain: &str, req: &crate::copy::CopyRequest<'_>) -> HashMemo {
+        let mut e = crate::cachekey::Encoder::new();
+        e.str("strata-copy-memo-v1").str(chain);
+        e.list(req.sources.len());
+        for s in &req.sources {
+            e.str(s);
+        }
+        e.list(req.inline.len());
+        for i in &req.inline {
+            e.str(&i.name).str(&i.content);
+        }
+        e.str(&req.dest).str(&req.workdir);
+        e.opt_str(req.chown.as_deref())
+            .opt_str(req.chmod.as_deref());
+        e.bool(req.link).bool(req.parents);
+        e.list(req.excludes.len());
+        for x in &req.excludes {
+            e.str(x);
+        }
+        e.bool(req.add.is_some());
+        HashMemo {
+            path: builder_dir
+                .join("hash-memo")
+                .join(format!("{}.json", e.finish().hex())),
+        }
+    }
+
+    fn load(&self) -> Option<(crate::cachekey::SourcesInput, String)> {
+        let bytes = std::fs::read(&self.path).ok()?;
+        let r: MemoRecord = serde_json::from_slice(&bytes).ok()?;
+        Some((r.sources, r.dest))
+    }
+
+    /// Best effort: a memo that cannot be written only costs a re-hash next time.
+    fn save(&self, sources: &crate::cachekey::SourcesInput, dest: &str) {
+        let record = MemoRecord {
+            dest: dest.to_string(),
+            sources: sources.clone(),
+        };
+        let Ok(bytes) = serde_json::to_vec(&record) else {
+            return;
+        };
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let tmp = self.path.with_extension(format!("tmp-{}", random_hex()));
+        if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, &self.path).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
     }
 }
 

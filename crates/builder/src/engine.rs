@@ -248,6 +248,7 @@ impl Engine {
                     remove_any(dir)?;
                 }
                 remove_any(&self.builder_dir().join("last"))?;
+                remove_any(&self.builder_dir().join("hash-memo"))?;
             }
         }
         report.gc = self.store.gc(GcOptions {

@@ -359,3 +359,72 @@ fn missing_base_image_says_how_to_get_one() {
         .iter()
         .any(|(_, e)| matches!(e, Event::StepStarted(_))));
 }
+
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn lint_warnings_are_reported_and_check_error_makes_them_fatal() {
+    let ts = TestStore::new();
+    let ctx = context(&[]);
+    let df = "FROM busybox as base\nRUN true\n";
+    let (r, t) = build_with(&ts.engine, df, ctx.path(), |_| {});
+    let r = r.unwrap();
+    assert_eq!(
+        r.warnings,
+        ["FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 1)"]
+    );
+    // Reported before any step starts.
+    let events = t.events();
+    let warn = events
+        .iter()
+        .position(|(_, e)| matches!(e, Event::Warning { .. }))
+        .unwrap();
+    let first_step = events
+        .iter()
+        .position(|(_, e)| matches!(e, Event::StepStarted(_)))
+        .unwrap();
+    assert!(warn < first_step);
+    let (r, t) = build_with(
+        &ts.engine,
+        &format!("# check=error=true\n{df}"),
+        ctx.path(),
+        |_| {},
+    );
+    assert_eq!(
+        r.unwrap_err().to_string(),
+        "lint violation found for rules: FromAsCasing"
+    );
+    assert!(!t
+        .events()
+        .iter()
+        .any(|(_, e)| matches!(e, Event::StepStarted(_))));
+    let (r, _) = build_with(
+        &ts.engine,
+        &format!("# check=skip=FromAsCasing;error=true\n{df}"),
+        ctx.path(),
+        |_| {},
+    );
+    assert!(r.unwrap().warnings.is_empty());
+}
+
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn overlay_and_vfs_build_the_same_image() {
+    let df = "FROM busybox\nRUN mkdir /opt && echo x > /opt/x && rm /etc/group\nWORKDIR /app\nRUN echo y > y && ln -s y z\n";
+    let mut ids = Vec::new();
+    for driver in [strata_overlay::Driver::Overlay, strata_overlay::Driver::Vfs] {
+        let ts = TestStore::with_driver(Some(driver));
+        assert_eq!(ts.engine.snapshotter().driver(), driver);
+        let ctx = context(&[]);
+        let (r, _) = build_with(&ts.engine, df, ctx.path(), |o| {
+            o.source_date_epoch = Some(1_700_000_000)
+        });
+        let r = r.unwrap();
+        assert_eq!(
+            read_text(&ts.engine, &r.image, "/app/y").as_deref(),
+            Some("y\n")
+        );
+        assert_eq!(read_file(&ts.engine, &r.image, "/etc/group"), None);
+        ids.push(r.image.id());
+    }
+    assert_eq!(ids[0], ids[1]);
+}

@@ -52,8 +52,13 @@ pub struct TestStore {
 
 impl TestStore {
     pub fn new() -> TestStore {
+        TestStore::with_driver(None)
+    }
+
+    /// A fresh store whose layers are unpacked with `driver` (`None`: overlay here).
+    pub fn with_driver(driver: Option<strata_overlay::Driver>) -> TestStore {
         let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(&dir.path().join("store"), None).unwrap();
+        let engine = Engine::open(&dir.path().join("store"), driver).unwrap();
         let rootfs = tempfile::tempdir().unwrap();
         busybox_rootfs(rootfs.path());
         let empty = tempfile::tempdir().unwrap();

@@ -9,7 +9,8 @@
 //!
 //! Beside those, the builder keeps its own state under `<root>/builder/`: `cache-mounts/`
 //! (`RUN --mount=type=cache` folders), `last/` (the inputs of the last build of every stage,
-//! to explain cache misses) and `logs/` (every step's full output).
+//! to explain cache misses), `hash-memo/` (what a `COPY --from` of an immutable layer stack
+//! hashed to) and `logs/` (every step's full output).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

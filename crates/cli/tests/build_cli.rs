@@ -288,3 +288,108 @@ fn prune_cache_and_builder_prune() {
     // The base stays usable.
     f.ok(&["build", "-q", path(&ctx)]);
 }
+
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn dockerfile_and_context_from_standard_input() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let f = Fixture::new();
+    let ctx = f.context(
+        "stdin",
+        "FROM busybox\nRUN false\n",
+        &[("data.txt", "from the context\n")],
+    );
+    let run_with_stdin = |args: &[&str], input: &[u8]| -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("--root")
+            .arg(f.root())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // -f -: the Dockerfile from stdin, the context from the folder.
+    let df = b"FROM busybox\nRUN --mount=type=bind,target=/c cat /c/data.txt > /copied\n";
+    let out = run_with_stdin(&["build", "-q", "-f", "-", "-t", "stdin:1", path(&ctx)], df);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `-`: a tar of the context (with its Dockerfile) from stdin.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY data.txt /d\n").unwrap();
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&ctx)
+        .args(["-cf", "-", "."])
+        .output()
+        .unwrap()
+        .stdout;
+    let out = run_with_stdin(&["build", "-q", "-"], &tar);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `-` with a plain Dockerfile: no context.
+    let out = run_with_stdin(
+        &["build", "-q", "-"],
+        b"FROM busybox\nRUN echo no context\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_with_stdin(&["build", "-f", "-", "-"], b"");
+    assert_eq!(out.status.code(), Some(125));
+}
+
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn ctrl_c_cancels_the_build() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let f = Fixture::new();
+    let ctx = f.context("slow", "FROM busybox\nRUN echo started && sleep 60\n", &[]);
+    let start = std::time::Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(f.root())
+        .args(["build", "--progress=plain", "-t", "slow:1"])
+        .arg(&ctx)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        seen.push_str(&line);
+        if line.contains(" started") {
+            break;
+        }
+        line.clear();
+    }
+    assert!(seen.contains("started"), "{seen}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{seen}{rest}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(30));
+    assert!(rest.contains("the step was cancelled"), "{rest}");
+    let (images, _) = f.ok(&["images", "-q", "slow:1"]);
+    assert_eq!(images, "");
+    let (fsck, _) = f.ok(&["fsck"]);
+    assert!(!fsck.contains("error"), "{fsck}");
+}

@@ -12,8 +12,10 @@
 //! - [`context`]: the build context: `.dockerignore`, walking, content hashing, wildcards;
 //! - [`cachekey`]: cache keys and the explanation of cache misses;
 //! - [`progress`]: build events and the [`progress::Reporter`] trait;
-//! - [`platform`]: the host platform and the automatic platform build args.
+//! - [`platform`]: the host platform and the automatic platform build args;
+//! - [`analyze`]: layer insight: per-layer changes, wasted bytes, efficiency, findings.
 
+pub mod analyze;
 pub mod cachekey;
 pub mod context;
 mod error;

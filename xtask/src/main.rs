@@ -6,6 +6,7 @@
 //! - `demo`: the main job, a demo build of real images on the embedded default store.
 //! - `man`: strata's man pages, into `target/man` or a given folder.
 
+mod bench_analyze;
 mod bench_overlay;
 mod bench_parser;
 mod bench_store;
@@ -44,6 +45,8 @@ enum Bench {
     Overlay,
     /// The store: ingest (plain, zstd), save and load, peak memory.
     Store(bench_store::StoreBenchArgs),
+    /// `strata analyze` of a 1 GiB, 30-layer image against `zstd -dc` of its layers.
+    Analyze(bench_analyze::AnalyzeBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(Bench::Parser(b)) => bench_parser::run(&b),
         Command::Bench(Bench::Overlay) => bench_overlay::run(),
         Command::Bench(Bench::Store(b)) => bench_store::run(&b),
+        Command::Bench(Bench::Analyze(b)) => bench_analyze::run(&b),
         Command::Man(m) => man::run(&m),
     }
 }

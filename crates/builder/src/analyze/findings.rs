@@ -222,7 +222,7 @@ impl Tool {
             Tool::CCompiler => "C/C++ compiler",
             Tool::Make => "build system (make/cmake)",
             Tool::Linker => "assembler/linker",
-            Tool::Headers => "headers (-dev packages)",
+            Tool::Headers => "headers and static libraries (-dev packages)",
             Tool::Go => "Go toolchain",
             Tool::Rust => "Rust toolchain",
             Tool::Jdk => "JDK compiler (javac)",
@@ -233,6 +233,12 @@ impl Tool {
 fn tool_of(path: &[u8]) -> Option<Tool> {
     let starts = |dir: &[u8]| path.starts_with(dir);
     if starts(b"usr/include/") || starts(b"usr/local/include/") {
+        return Some(Tool::Headers);
+    }
+    // Static libraries and pkg-config files come with -dev packages, not with programs.
+    if (starts(b"usr/lib/") || starts(b"usr/local/lib/") || starts(b"lib/"))
+        && (path.ends_with(b".a") || path.ends_with(b".pc"))
+    {
         return Some(Tool::Headers);
     }
     if starts(b"usr/lib/gcc/") || starts(b"usr/libexec/gcc/") {
@@ -760,6 +766,13 @@ mod tests {
             Some(Tool::CCompiler)
         );
         assert_eq!(t("usr/include/stdio.h"), Some(Tool::Headers));
+        assert_eq!(t("usr/lib/x86_64-linux-gnu/libssl.a"), Some(Tool::Headers));
+        assert_eq!(
+            t("usr/lib/x86_64-linux-gnu/pkgconfig/zlib.pc"),
+            Some(Tool::Headers)
+        );
+        assert_eq!(t("usr/lib/x86_64-linux-gnu/libssl.so.3"), None);
+        assert_eq!(t("usr/share/doc/x.a"), None);
         assert_eq!(t("usr/local/go/bin/go"), Some(Tool::Go));
         assert_eq!(t("usr/lib/go-1.19/bin/go"), Some(Tool::Go));
         assert_eq!(t("usr/lib/jvm/java-17/bin/javac"), Some(Tool::Jdk));

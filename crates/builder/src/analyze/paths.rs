@@ -406,17 +406,24 @@ impl PathMap {
             Item::Other | Item::Whiteout | Item::Opaque => (Node::Other, false, 0),
         };
         let old = self.live.get(&path).copied();
-        let mut change = ChangeKind::Added;
+        let mut change = match old {
+            Some(_) => ChangeKind::Modified,
+            None => ChangeKind::Added,
+        };
+        if node != Node::Dir {
+            // A non-directory where a directory was (explicit, or implied by its children):
+            // the whole subtree goes.
+            let below = self.keys_below(&path, None);
+            if !below.is_empty() {
+                change = ChangeKind::Modified;
+            }
+            for key in below {
+                let (_, f) = self.drop_path(&key, layer, How::Overwritten);
+                self.layers[layer].removed += f;
+            }
+        }
         if let Some(old) = old {
-            change = ChangeKind::Modified;
             if !(old.node == Node::Dir && node == Node::Dir) {
-                if old.node == Node::Dir {
-                    // A non-directory over a directory: its whole subtree goes.
-                    for key in self.keys_below(&path, None) {
-                        let (_, f) = self.drop_path(&key, layer, How::Overwritten);
-                        self.layers[layer].removed += f;
-                    }
-                }
                 let how = match (old.node, node) {
                     (Node::File(a), Node::File(b))
                         if self.objects[a as usize].digest == self.objects[b as usize].digest
@@ -474,6 +481,21 @@ impl PathMap {
     #[cfg(test)]
     pub fn is_live(&self, path: &str) -> bool {
         self.live.contains_key(path.as_bytes())
+    }
+
+    /// The merged view: each visible path with its file's digest (`None` for the rest).
+    #[cfg(test)]
+    pub fn view(&self) -> BTreeMap<String, Option<Digest>> {
+        self.live
+            .iter()
+            .map(|(k, s)| {
+                let digest = match s.node {
+                    Node::File(id) => Some(self.objects[id as usize].digest),
+                    _ => None,
+                };
+                (String::from_utf8_lossy(k).into_owned(), digest)
+            })
+            .collect()
     }
 
     /// The objects still visible under some name, each once.
@@ -747,6 +769,21 @@ mod tests {
     }
 
     #[test]
+    fn a_file_over_an_implied_directory_removes_its_subtree() {
+        let mut m = PathMap::new();
+        // No entry for `a` itself: the directory is implied by its child.
+        m.apply([file("a/b", b"bb"), file("a/c/d", b"d")]);
+        m.apply([file("a", b"file")]);
+        assert!(m.is_live("a") && !m.is_live("a/b") && !m.is_live("a/c/d"));
+        assert_eq!(changes(&m, 1), ["M /a 4 1"]);
+        assert_eq!(m.layers[1].removed, 2);
+        // The same within one layer: the later entry wins.
+        let mut m = PathMap::new();
+        m.apply([file("x/y", b"y"), file("x", b"x")]);
+        assert!(m.is_live("x") && !m.is_live("x/y"));
+    }
+
+    #[test]
     fn duplicates_are_live_copies_in_later_layers_only() {
         let mut m = PathMap::new();
         let big = [5u8; 300];
@@ -775,5 +812,115 @@ mod tests {
         m.apply([file("a", &big)]);
         m.apply([file("b", &big), of("a", Item::Whiteout)]);
         assert!(m.duplicates().is_empty());
+    }
+
+    /// A reference applier written differently: per layer, first every whiteout and opaque
+    /// marker against the layers below, then the entries in order (what the OCI spec
+    /// describes); the path map must end with the same visible files.
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            File(String, u8),
+            Dir(String),
+            Gone(String),
+            Opaque(String),
+        }
+
+        fn path() -> impl Strategy<Value = String> {
+            prop::collection::vec(prop::sample::select(vec!["a", "b", "c"]), 1..4)
+                .prop_map(|v| v.join("/"))
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => (path(), 0u8..4).prop_map(|(p, c)| Op::File(p, c)),
+                2 => path().prop_map(Op::Dir),
+                1 => path().prop_map(Op::Gone),
+                1 => prop_oneof![path(), Just(String::new())].prop_map(Op::Opaque),
+            ]
+        }
+
+        fn content(c: u8) -> Vec<u8> {
+            vec![c; usize::from(c) * 10 + 1]
+        }
+
+        /// path -> Some(content) for files, None for directories.
+        type Fs = BTreeMap<String, Option<Vec<u8>>>;
+
+        fn under(k: &str, dir: &str) -> bool {
+            dir.is_empty() || k.starts_with(&format!("{dir}/"))
+        }
+
+        fn apply(fs: &mut Fs, layer: &[Op]) {
+            for op in layer {
+                match op {
+                    Op::Gone(p) => fs.retain(|k, _| k != p && !under(k, p)),
+                    Op::Opaque(d) => fs.retain(|k, _| !under(k, d) || k == d),
+                    _ => {}
+                }
+            }
+            for op in layer {
+                let (p, value) = match op {
+                    Op::File(p, c) => (p, Some(content(*c))),
+                    Op::Dir(p) => (p, None),
+                    _ => continue,
+                };
+                let parts: Vec<&str> = p.split('/').collect();
+                for i in 1..parts.len() {
+                    let a = parts[..i].join("/");
+                    if matches!(fs.get(&a), Some(Some(_))) {
+                        fs.remove(&a);
+                    }
+                }
+                if value.is_some() {
+                    fs.retain(|k, _| !under(k, p));
+                }
+                if value.is_none() && matches!(fs.get(p.as_str()), Some(None)) {
+                    continue; // a directory over a directory merges
+                }
+                fs.insert(p.clone(), value);
+            }
+        }
+
+        fn entries(layer: &[Op]) -> Vec<Entry> {
+            layer
+                .iter()
+                .map(|op| match op {
+                    Op::File(p, c) => file(p, &content(*c)),
+                    Op::Dir(p) => dir(p),
+                    Op::Gone(p) => of(p, Item::Whiteout),
+                    Op::Opaque(p) => of(p, Item::Opaque),
+                })
+                .collect()
+        }
+
+        proptest! {
+            #[test]
+            fn the_path_map_agrees_with_the_two_phase_model(
+                layers in prop::collection::vec(prop::collection::vec(op(), 0..8), 1..6)
+            ) {
+                let mut m = PathMap::new();
+                let mut fs = Fs::new();
+                for layer in &layers {
+                    m.apply(entries(layer));
+                    apply(&mut fs, layer);
+                    let want: BTreeMap<String, Option<Digest>> = fs
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.as_ref().map(|c| Digest::of(c))))
+                        .collect();
+                    prop_assert_eq!(m.view(), want);
+                }
+                // Every stored byte is either visible or has a fate.
+                let stored: u64 = m.objects.iter().map(|o| o.size).sum();
+                let live: u64 = m.live_objects().map(|(_, o)| o.size).sum();
+                let dead: u64 = m.objects.iter().filter(|o| o.fate.is_some()).map(|o| o.size).sum();
+                let visible: u64 = fs.values().flatten().map(|c| c.len() as u64).sum();
+                prop_assert_eq!(live, visible);
+                prop_assert_eq!(live + dead, stored);
+            }
+        }
     }
 }

@@ -199,7 +199,8 @@ impl Cache {
             Cache::Dnf => "clean in the same RUN: `RUN dnf install -y ... && dnf clean all`".into(),
             Cache::Pip => "use `pip install --no-cache-dir` in the RUN that installs, instead of deleting the cache later".into(),
             Cache::Npm => "delete it in the same RUN: `RUN npm ci && npm cache clean --force`".into(),
-            Cache::Home | Cache::Tmp => format!("delete it in the same RUN that creates it (`... && rm -rf {dir}`), or use `RUN --mount=type=cache,target={dir}`"),
+            Cache::Home => format!("delete it in the same RUN that creates it (`... && rm -rf {dir}`), or use `RUN --mount=type=cache,target={dir}`"),
+            Cache::Tmp => format!("delete them in the same RUN that creates them (`... && rm -rf {dir}/*`), or use `RUN --mount=type=tmpfs,target={dir}`"),
         }
     }
 }

@@ -13,8 +13,10 @@
 //! - [`copy`]: `COPY` and `ADD`: sources to a cache digest, then into a root, in-root safe;
 //! - [`cachekey`]: cache keys and the explanation of cache misses;
 //! - [`progress`]: build events and the [`progress::Reporter`] trait;
-//! - [`platform`]: the host platform and the automatic platform build args.
+//! - [`platform`]: the host platform and the automatic platform build args;
+//! - [`analyze`]: layer insight: per-layer changes, wasted bytes, efficiency, findings.
 
+pub mod analyze;
 pub mod cachekey;
 pub mod context;
 pub mod copy;

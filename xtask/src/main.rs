@@ -6,6 +6,7 @@
 //! - `demo`: the main job, a demo build of real images on the embedded default store.
 //! - `man`: strata's man pages, into `target/man` or a given folder.
 
+mod bench_analyze;
 mod bench_build;
 mod bench_overlay;
 mod bench_parser;
@@ -50,6 +51,8 @@ enum Bench {
     Build(bench_build::BuildBenchArgs),
     /// Push and pull against `skopeo copy` with a local docker-registry; no-op push time.
     Registry(bench_registry::RegistryBenchArgs),
+    /// `strata analyze` of a 1 GiB, 30-layer image against `zstd -dc` of its layers.
+    Analyze(bench_analyze::AnalyzeBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(Bench::Overlay) => bench_overlay::run(),
         Command::Bench(Bench::Store(b)) => bench_store::run(&b),
         Command::Bench(Bench::Build(b)) => bench_build::run(&b),
+        Command::Bench(Bench::Analyze(b)) => bench_analyze::run(&b),
         Command::Man(m) => man::run(&m),
         Command::Bench(Bench::Registry(b)) => bench_registry::run(&b),
     }

@@ -402,6 +402,18 @@ pub enum Error {
         /// The source path.
         path: String,
     },
+
+    /// A layer of an image being analysed could not be read, or is not a valid layer tar.
+    #[error("could not read layer {layer} ({diff_id})")]
+    AnalyzeLayer {
+        /// The layer's 1-based position, base first.
+        layer: usize,
+        /// Its diffID.
+        diff_id: strata_store::Digest,
+        /// What went wrong (a store, tar or I/O error).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }
 
 impl Error {

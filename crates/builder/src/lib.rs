@@ -26,8 +26,10 @@
 //! - [`cachekey`] — cache keys and the explanation of cache misses;
 //! - [`progress`] — build events and the [`progress::Reporter`] trait;
 //! - [`platform`] — the host platform and the automatic platform build args;
-//! - [`timefmt`] — RFC 3339 times.
+//! - [`timefmt`] — RFC 3339 times;
+//! - [`analyze`] — layer insight: per-layer changes, wasted bytes, efficiency, findings.
 
+pub mod analyze;
 mod build;
 pub mod cache;
 pub mod cachekey;

@@ -3,6 +3,11 @@
 //! Header fields are parsed with the `tar` crate; PAX and GNU long-name records are handled
 //! here so that their sizes are checked before anything is read into memory. The `tar` crate's
 //! `unpack` is never used (see the advisories in the crate docs of [`crate::unpack`]).
+//!
+//! It is public so that other readers of layers (the builder's image analysis) walk tars with
+//! the same caps and the same PAX/GNU handling instead of a second walker: [`TarReader`]
+//! yields one [`EntryHead`] per entry; the caller copies the entry's data with
+//! [`TarReader::copy_data`] or lets the next [`TarReader::next_entry`] skip it.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -34,40 +39,61 @@ impl Default for Limits {
 
 /// The kind of a tar entry, as far as layers go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TarKind {
+pub enum TarKind {
+    /// A regular file (type `0`, NUL or `7`).
     File,
+    /// A hard link to an earlier entry of the same archive (type `1`).
     HardLink,
+    /// A symbolic link (type `2`).
     Symlink,
+    /// A character device (type `3`).
     Char,
+    /// A block device (type `4`).
     Block,
+    /// A directory (type `5`).
     Dir,
+    /// A FIFO (type `6`).
     Fifo,
+    /// Any other type flag; its data (if any) is skipped like a file's.
     Other(u8),
 }
 
 /// One entry's header after PAX and GNU records were folded in.
 #[derive(Debug, Clone)]
-pub(crate) struct EntryHead {
+pub struct EntryHead {
+    /// Zero-based position of the entry in the stream (extension records not counted).
     pub index: u64,
+    /// The name as written (PAX `path` or GNU long name when present), not normalised.
     pub name: Vec<u8>,
+    /// What the entry is.
     pub kind: TarKind,
+    /// Permission bits with setuid/setgid/sticky (`0o7777`).
     pub mode: u32,
+    /// Numeric owner.
     pub uid: u64,
+    /// Numeric group.
     pub gid: u64,
+    /// Modification time, whole seconds since the epoch.
     pub mtime: i64,
+    /// Link target of a symlink or hard link (empty otherwise).
     pub link: Vec<u8>,
+    /// Device major number (devices only).
     pub dev_major: u32,
+    /// Device minor number (devices only).
     pub dev_minor: u32,
+    /// Extended attributes from PAX `SCHILY.xattr.*` records.
     pub xattrs: Vec<(String, Vec<u8>)>,
 }
 
 impl EntryHead {
+    /// The name for messages (lossily decoded).
     pub fn shown(&self) -> String {
         String::from_utf8_lossy(&self.name).into_owned()
     }
 }
 
-pub(crate) struct TarReader<R: Read> {
+/// A streaming reader of layer tar entries with [`Limits`] on what the stream may claim.
+pub struct TarReader<R: Read> {
     r: R,
     index: u64,
     remaining: u64,
@@ -93,6 +119,7 @@ fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
 }
 
 impl<R: Read> TarReader<R> {
+    /// Read entries from `r` (an uncompressed tar), refusing what exceeds `limits`.
     pub fn new(r: R, limits: Limits) -> Self {
         TarReader {
             r,
@@ -355,7 +382,8 @@ impl<R: Read> TarReader<R> {
         }
     }
 
-    /// Copy the current entry's data into `out`.
+    /// Copy the current entry's data into `out` (call it at most once per entry, before the
+    /// next [`TarReader::next_entry`]).
     pub fn copy_data(&mut self, out: &mut dyn Write, head: &EntryHead) -> Result<u64> {
         let want = self.remaining;
         let got = io::copy(&mut (&mut self.r).take(want), out).map_err(|e| Error::Entry {

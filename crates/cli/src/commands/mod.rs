@@ -1,5 +1,6 @@
 //! One module per subcommand; this file lists them and dispatches.
 
+mod analyze;
 mod build;
 mod completion;
 mod fsck;
@@ -56,6 +57,8 @@ pub enum Command {
     History(history::HistoryArgs),
     /// Print images as Docker's JSON (config, layers, GraphDriver folders).
     Inspect(inspect::InspectArgs),
+    /// Show what each layer of an image adds, removes and wastes, with fixes.
+    Analyze(analyze::AnalyzeArgs),
     /// Give an image another name.
     Tag(tag::TagArgs),
     /// Remove image tags, and images nothing else names.
@@ -113,6 +116,7 @@ pub fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<ExitCode> {
         Command::Images(args) => images::run(global, &args),
         Command::History(args) => history::run(global, &args),
         Command::Inspect(args) => inspect::run(global, &args),
+        Command::Analyze(args) => analyze::run(global, &args),
         Command::Tag(args) => tag::run(global, &args),
         Command::Rmi(args) => rmi::run(global, &args),
         Command::Save(args) => save::run(global, &args),

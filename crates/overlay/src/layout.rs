@@ -157,6 +157,11 @@ impl Folder {
     pub fn record(&self) -> PathBuf {
         self.dir.join("snapshot.json")
     }
+    /// Present while the snapshot is mounted on purpose beyond one process (`strata
+    /// mount`): crash recovery leaves such a mount in place.
+    pub fn kept_mark(&self) -> PathBuf {
+        self.dir.join("kept-mount")
+    }
 }
 
 /// Write `data` to `path` atomically (temp file in the same folder, fsync, rename).

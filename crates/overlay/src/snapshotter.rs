@@ -514,14 +514,48 @@ impl Snapshotter {
         Ok(target)
     }
 
-    /// Unmount `key`'s `merged/` folder if mounted (detached when busy).
+    /// Unmount `key`'s `merged/` folder if mounted (detached when busy); a kept mount (see
+    /// [`Snapshotter::mount_kept`]) stops being kept.
     pub fn unmount(&self, key: &str) -> Result<()> {
         let info = self.stat(key)?;
-        let target = self.folder(&info.id).merged();
+        let folder = self.folder(&info.id);
+        let target = folder.merged();
         while crate::mount::is_mounted(&target)? {
             unmount(&target)?;
         }
-        Ok(())
+        match std::fs::remove_file(folder.kept_mark()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", folder.kept_mark(), e)),
+        }
+    }
+
+    /// Where `key` is mounted (its `merged/` folder), if it is.
+    pub fn mounted_at(&self, key: &str) -> Result<Option<PathBuf>> {
+        let info = self.stat(key)?;
+        let target = self.folder(&info.id).merged();
+        Ok(crate::mount::is_mounted(&target)?.then_some(target))
+    }
+
+    /// Mount `key` at its `merged/` folder unless it is mounted already, and keep it mounted
+    /// after this process ends: crash recovery in a later process leaves a kept mount alone
+    /// (it unmounts every other one). [`Snapshotter::unmount`] ends it.
+    pub fn mount_kept(&self, key: &str) -> Result<PathBuf> {
+        let info = self.stat(key)?;
+        let folder = self.folder(&info.id);
+        let path = match self.mounted_at(key)? {
+            Some(p) => p,
+            None => self.mount(key)?,
+        };
+        write_atomic(&folder.kept_mark(), b"")?;
+        Ok(path)
+    }
+
+    /// Whether `key` is mounted and kept so (see [`Snapshotter::mount_kept`]).
+    pub fn is_kept(&self, key: &str) -> Result<bool> {
+        let info = self.stat(key)?;
+        let folder = self.folder(&info.id);
+        Ok(folder.kept_mark().exists() && crate::mount::is_mounted(&folder.merged())?)
     }
 
     /// Turn active `key` into the committed snapshot `name` (unmounting it first).
@@ -981,7 +1015,18 @@ impl Snapshotter {
 
     /// Crash recovery, run when no other process holds the store.
     fn recover(&self) -> Result<()> {
+        let mut kept = HashSet::new();
         for m in crate::mount::mounts_under(&self.home)? {
+            let mark = m.parent().map(|dir| {
+                Folder {
+                    dir: dir.to_path_buf(),
+                }
+                .kept_mark()
+            });
+            if m.file_name() == Some("merged".as_ref()) && mark.is_some_and(|f| f.exists()) {
+                kept.insert(m);
+                continue;
+            }
             let _ = unmount(&m);
         }
         let trash = self.home.join(".trash");
@@ -1012,7 +1057,10 @@ impl Snapshotter {
                         std::fs::rename(e.path(), &dst).ctx("rename", &dst)?;
                     }
                     let f = self.folder(&want);
-                    if info.kind != Kind::Committed {
+                    if kept.contains(&f.merged()) {
+                        // Mounted on purpose (`strata mount`): its work dir is in use.
+                    } else if info.kind != Kind::Committed {
+                        let _ = std::fs::remove_file(f.kept_mark());
                         remove_tree(&f.work())?;
                         mkdir_mode(&f.work(), 0o700)?;
                         mkdir_mode(&f.merged(), 0o700)?;

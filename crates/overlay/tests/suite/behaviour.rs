@@ -376,6 +376,50 @@ pub fn lifecycle(driver: Driver) {
     );
 }
 
+/// A kept mount (`strata mount`) survives the crash recovery of the next process to open
+/// the store; an ordinary mount left behind does not.
+fn kept_mounts_survive_recovery(driver: Driver) {
+    let (dir, snap) = store(driver);
+    let root = snap.home().parent().unwrap().to_path_buf();
+    snap.unpack("base", None, &base_tar()[..], &UnpackOptions::default())
+        .unwrap();
+    snap.prepare("kept", Some("base")).unwrap();
+    snap.view("left", Some("base")).unwrap();
+    let kept = snap.mount_kept("kept").unwrap();
+    assert_eq!(snap.mount_kept("kept").unwrap(), kept, "idempotent");
+    std::fs::write(kept.join("new-file"), "x").unwrap();
+    let left = snap.mount("left").unwrap();
+    assert!(snap.is_kept("kept").unwrap() && !snap.is_kept("left").unwrap());
+    drop(snap);
+
+    // No other process holds the store: opening it recovers.
+    let snap = Snapshotter::open(&root, Some(driver)).unwrap();
+    assert_eq!(snap.mounted_at("kept").unwrap(), Some(kept.clone()));
+    assert_eq!(snap.mounted_at("left").unwrap(), None, "{}", left.display());
+    assert_eq!(std::fs::read_to_string(kept.join("new-file")).unwrap(), "x");
+    assert_eq!(
+        std::fs::read_to_string(kept.join("etc/passwd"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+    let changes: Vec<String> = snap
+        .diff("kept")
+        .unwrap()
+        .iter()
+        .map(|c| format!("{} {}", c.kind.letter(), c.path.display()))
+        .collect();
+    assert_eq!(changes, ["A new-file"]);
+
+    snap.unmount("kept").unwrap();
+    assert!(!snap.is_kept("kept").unwrap());
+    assert_eq!(snap.mounted_at("kept").unwrap(), None);
+    snap.remove("kept").unwrap();
+    snap.remove("left").unwrap();
+    drop(dir);
+}
+
 macro_rules! for_both_drivers {
     ($($case:ident),* $(,)?) => {
         mod overlay_driver {
@@ -399,7 +443,13 @@ macro_rules! for_both_drivers {
     };
 }
 
-for_both_drivers!(round_trip, shared_prefix, depth_limit, lifecycle);
+for_both_drivers!(
+    round_trip,
+    shared_prefix,
+    depth_limit,
+    lifecycle,
+    kept_mounts_survive_recovery
+);
 
 #[test]
 #[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]

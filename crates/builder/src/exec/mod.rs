@@ -390,6 +390,7 @@ fn supervise(
     .map_err(spawn_err("clone into new namespaces"))?;
     drop((out_w, err_w, rep_w, devnull, stack));
     let mut init = Init { pid, reaped: false };
+    sink.started(pid.as_raw().unsigned_abs());
 
     let pumped = pump(pid, [&out_r, &err_r, &rep_r], sink, cancel);
     let reaped = init.reap();
@@ -517,6 +518,7 @@ fn pump(
                     open[i] = false;
                     splitters[i].finish(sink);
                 }
+                (_, _) if sink.raw() => sink.bytes(splitters[i].stream(), data),
                 (_, _) => splitters[i].feed(data, sink),
             }
         }

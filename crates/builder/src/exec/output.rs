@@ -25,6 +25,25 @@ pub trait OutputSink {
     fn piece(&mut self, stream: Stream, piece: &[u8]) {
         self.line(stream, piece);
     }
+
+    /// Whether this sink takes the output exactly as the process wrote it, through
+    /// [`OutputSink::bytes`], instead of as lines (`strata run` passes bytes through
+    /// untouched: no line splitting, no `\r` dropped, no newline added at the end).
+    fn raw(&self) -> bool {
+        false
+    }
+
+    /// Output bytes as read from the process (called only when [`OutputSink::raw`]).
+    fn bytes(&mut self, stream: Stream, data: &[u8]) {
+        let _ = (stream, data);
+    }
+
+    /// The process id (in the caller's PID namespace) of the init of the command's
+    /// namespaces, once it exists; killing it with `SIGKILL` ends everything the command
+    /// started.
+    fn started(&mut self, init_pid: u32) {
+        let _ = init_pid;
+    }
 }
 
 /// The longest piece of a line the executor buffers before handing it on, so a process
@@ -44,6 +63,11 @@ impl LineSplitter {
             stream,
             pending: Vec::new(),
         }
+    }
+
+    /// The stream it splits.
+    pub(crate) fn stream(&self) -> Stream {
+        self.stream
     }
 
     /// Feeds freshly read bytes; every completed line goes to `sink`.

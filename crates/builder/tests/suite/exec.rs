@@ -579,3 +579,52 @@ fn a_panicking_sink_leaves_no_process_behind() {
     assert_eq!(sleepers("987671"), 0);
     assert_eq!(entries(root.path()), ["bin"]);
 }
+
+/// A sink that takes the output as bytes and remembers the init's pid.
+#[derive(Default)]
+struct RawSink {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    lines: usize,
+    pid: Option<u32>,
+    alive_at_start: bool,
+}
+
+impl OutputSink for RawSink {
+    fn line(&mut self, _: Stream, _: &[u8]) {
+        self.lines += 1;
+    }
+    fn raw(&self) -> bool {
+        true
+    }
+    fn bytes(&mut self, stream: Stream, data: &[u8]) {
+        match stream {
+            Stream::Stdout => self.stdout.extend_from_slice(data),
+            Stream::Stderr => self.stderr.extend_from_slice(data),
+        }
+    }
+    fn started(&mut self, init_pid: u32) {
+        self.pid = Some(init_pid);
+        self.alive_at_start = Path::new(&format!("/proc/{init_pid}")).exists();
+    }
+}
+
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn raw_sinks_get_the_bytes_exactly_and_the_init_pid() {
+    let root = busybox_root();
+    let mut sink = RawSink::default();
+    let cancel = CancelToken::new().unwrap();
+    let spec = sh(
+        root.path(),
+        "printf 'a\\r\\nb\\0c'; printf 'no newline' >&2",
+    );
+    let outcome = exec::run(&spec, &mut sink, &cancel).unwrap();
+    assert_eq!(outcome.status, ExitStatus::Exited(0));
+    assert_eq!(sink.stdout, b"a\r\nb\0c");
+    assert_eq!(sink.stderr, b"no newline");
+    assert_eq!(sink.lines, 0, "a raw sink gets no lines");
+    let pid = sink.pid.expect("the init's pid is reported");
+    assert!(pid > 1 && sink.alive_at_start);
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "reaped");
+}

@@ -414,6 +414,63 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
+
+    /// No container has this name or ID (prefix).
+    #[error("no such container: {name}")]
+    ContainerNotFound {
+        /// The name or ID as given.
+        name: String,
+    },
+
+    /// A short container ID that several containers' IDs start with.
+    #[error("{count} containers have IDs starting with {prefix}: give more digits")]
+    AmbiguousContainer {
+        /// The prefix as given.
+        prefix: String,
+        /// How many match.
+        count: usize,
+    },
+
+    /// `--name` names a container that exists.
+    #[error("the container name {name:?} is already in use by container {id}")]
+    ContainerNameInUse {
+        /// The name.
+        name: String,
+        /// The ID of the container that has it.
+        id: String,
+    },
+
+    /// A `--name` outside Docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+    #[error("invalid container name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, at least 2 characters")]
+    InvalidContainerName {
+        /// The name as given.
+        name: String,
+    },
+
+    /// An operation that needs the container stopped.
+    #[error("cannot {action} container {id}: it is running")]
+    ContainerRunning {
+        /// The short ID.
+        id: String,
+        /// What was asked (`remove`, `commit`, ...).
+        action: &'static str,
+    },
+
+    /// Neither the image nor the command line says what to run.
+    #[error("no command specified: image {image} has no ENTRYPOINT or CMD and none was given")]
+    NoCommand {
+        /// The image as named.
+        image: String,
+    },
+
+    /// What `import` was given is not a tar archive (after decompression).
+    #[error("{source_name} is not a tar archive: {reason}")]
+    NotATar {
+        /// The file, URL or `-`.
+        source_name: String,
+        /// What the tar reader found.
+        reason: String,
+    },
 }
 
 impl Error {

@@ -23,6 +23,9 @@
 //! - [`user`] — `USER` and `--chown` resolution from an image's `/etc/passwd` and `/etc/group`;
 //! - [`context`] — the build context: `.dockerignore`, walking, content hashing, wildcards;
 //! - [`copy`] — `COPY` and `ADD`: sources to a cache digest, then into a root, in-root safe;
+//! - [`container`] — containers: a writable snapshot over an image plus a record; run, diff,
+//!   commit, mount, export;
+//! - [`import`] — `strata import`: a tarball or a folder becomes a one-layer image;
 //! - [`cachekey`] — cache keys and the explanation of cache misses;
 //! - [`progress`] — build events and the [`progress::Reporter`] trait;
 //! - [`platform`] — the host platform and the automatic platform build args;
@@ -33,6 +36,7 @@ pub mod analyze;
 mod build;
 pub mod cache;
 pub mod cachekey;
+pub mod container;
 pub mod context;
 pub mod copy;
 pub mod engine;
@@ -40,6 +44,7 @@ mod error;
 pub mod exec;
 mod gofmt;
 pub mod imageconfig;
+pub mod import;
 pub mod logs;
 pub mod plan;
 pub mod platform;

@@ -61,7 +61,7 @@
 //!   with a warning in [`CopyStats::warnings`].
 
 mod apply;
-mod archive;
+pub(crate) mod archive;
 mod chmod;
 mod dest;
 mod hash;

@@ -183,7 +183,7 @@ extern "C" fn on_signal(signal: nix::libc::c_int) {
     }
 }
 
-fn install_cancel_handler() -> anyhow::Result<CancelToken> {
+pub(super) fn install_cancel_handler() -> anyhow::Result<CancelToken> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     let token = CANCEL
         .get_or_init(|| CancelToken::new().expect("an eventfd for cancellation"))

@@ -2,21 +2,29 @@
 
 mod analyze;
 mod build;
+mod commit;
 mod completion;
+mod diff;
+mod export;
 mod fsck;
 mod history;
 mod images;
+mod import;
 mod inspect;
 mod lint;
 mod load;
 mod login;
 mod logout;
+mod mount;
 mod parse;
 mod prune;
+mod ps;
 mod pull;
 mod push;
 mod registry;
+mod rm;
 mod rmi;
+mod run;
 mod save;
 mod system;
 mod tag;
@@ -101,6 +109,24 @@ pub enum Command {
     Login(login::LoginArgs),
     /// Log out from a registry.
     Logout(logout::LogoutArgs),
+    /// Run a command in a new container (a writable layer over an image).
+    Run(Box<run::RunArgs>),
+    /// List containers.
+    Ps(ps::PsArgs),
+    /// Remove containers and their writable layers.
+    Rm(rm::RmArgs),
+    /// Show what a container changed (A added, C changed, D deleted).
+    Diff(diff::DiffArgs),
+    /// Make a new image from a container's changes.
+    Commit(commit::CommitArgs),
+    /// Mount a container's or an image's filesystem and print where.
+    Mount(mount::MountArgs),
+    /// Unmount what `strata mount` mounted.
+    Umount(mount::UmountArgs),
+    /// Write a container's whole filesystem as one tar archive.
+    Export(export::ExportArgs),
+    /// Make a one-layer image from a root filesystem tarball or folder.
+    Import(import::ImportArgs),
 }
 
 /// Run one subcommand; the returned code becomes the process's exit code.
@@ -131,6 +157,15 @@ pub fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<ExitCode> {
         Command::Push(args) => push::run(global, &args),
         Command::Login(args) => login::run(&args),
         Command::Logout(args) => logout::run(&args),
+        Command::Run(args) => run::run(global, &args),
+        Command::Ps(args) => ps::run(global, &args),
+        Command::Rm(args) => rm::run(global, &args),
+        Command::Diff(args) => diff::run(global, &args),
+        Command::Commit(args) => commit::run(global, &args),
+        Command::Mount(args) => mount::mount(global, &args),
+        Command::Umount(args) => mount::umount(global, &args),
+        Command::Export(args) => export::run(global, &args),
+        Command::Import(args) => import::run(global, &args),
     }
 }
 

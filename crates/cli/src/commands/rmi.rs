@@ -60,6 +60,7 @@ pub fn remove(store: &Store, name: &str, force: bool) -> anyhow::Result<Vec<Stri
         }
         Some(tag) => {
             if let (Some(c), false) = (entry.containers.first(), force) {
+                let c = c.get(..12).unwrap_or(c);
                 return Err(conflict(
                     format!(
                         "conflict: unable to remove repository reference \"{name}\" (must force) - container {c} is using its referenced image {short}"
@@ -90,6 +91,7 @@ pub fn remove(store: &Store, name: &str, force: bool) -> anyhow::Result<Vec<Stri
                     ));
                 }
                 if let Some(c) = entry.containers.first() {
+                    let c = c.get(..12).unwrap_or(c);
                     return Err(conflict(
                         format!("conflict: unable to delete {short} (must be forced) - image is being used by container {c}"),
                         "remove the container first, or use -f (the container keeps the layers it needs)",

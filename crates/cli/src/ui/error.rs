@@ -116,6 +116,11 @@ pub fn hint_for(e: &anyhow::Error) -> Option<String> {
         if let Some(s) = cause.downcast_ref::<strata_store::Error>() {
             return store_hint(s);
         }
+        if let Some(b) = cause.downcast_ref::<strata_builder::Error>() {
+            if let Some(h) = builder_hint(b) {
+                return Some(h);
+            }
+        }
         if let Some(o) = cause.downcast_ref::<strata_overlay::Error>() {
             if matches!(o, strata_overlay::Error::DriverUnavailable { .. }) {
                 return Some(
@@ -133,6 +138,23 @@ pub fn hint_for(e: &anyhow::Error) -> Option<String> {
         }
     }
     None
+}
+
+fn builder_hint(e: &strata_builder::Error) -> Option<String> {
+    use strata_builder::Error as E;
+    Some(match e {
+        E::ContainerNotFound { .. } | E::AmbiguousContainer { .. } => {
+            "`strata ps -a` lists the containers with their names and IDs".into()
+        }
+        E::ContainerNameInUse { .. } => {
+            "choose another `--name`, or remove the other container with `strata rm`".into()
+        }
+        E::NoCommand { .. } => "give the command after the image: `strata run IMAGE sh -c '...'`".into(),
+        E::NotATar { .. } => {
+            "give a tar archive (plain, gzip, bzip2, xz or zstd), a folder, or `-` with a tar on standard input".into()
+        }
+        _ => return None,
+    })
 }
 
 fn store_hint(e: &strata_store::Error) -> Option<String> {

@@ -415,6 +415,12 @@ fn supervise(
             None => {}
         }
     }
+    // Killed from outside without a word (`strata rm -f` kills the init, so does the OOM
+    // killer; a setup failure always reports): the command ended with that signal, as a
+    // shell would report it.
+    if let Ok(WaitStatus::Signaled(_, sig, _)) = reaped {
+        return Ok(ExitStatus::Signaled(sig as i32));
+    }
     let how = match reaped {
         Ok(WaitStatus::Signaled(_, sig, _)) => format!("killed by {sig}"),
         Ok(WaitStatus::Exited(_, code)) => format!("exited with {code}"),

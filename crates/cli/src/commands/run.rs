@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use strata_builder::container::{exit_code_of, CreateOptions, Network};
 use strata_builder::exec::{OutputSink, Stream};
+use strata_builder::Error as BuildError;
 
 use crate::global::GlobalArgs;
 use crate::ui::color::Palette;
@@ -145,7 +146,12 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let container = match containers.create(&args.image, &opts) {
         Ok(c) => c,
         Err(e) => {
-            let place = format!("image {}", args.image);
+            let place = match e {
+                BuildError::InvalidContainerName { .. } | BuildError::ContainerNameInUse { .. } => {
+                    "--name".to_string()
+                }
+                _ => format!("image {}", args.image),
+            };
             return Ok(fail(e.into(), &place, 125));
         }
     };

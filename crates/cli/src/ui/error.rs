@@ -143,6 +143,7 @@ pub fn hint_for(e: &anyhow::Error) -> Option<String> {
 fn builder_hint(e: &strata_builder::Error) -> Option<String> {
     use strata_builder::Error as E;
     Some(match e {
+        E::Store(s) => return store_hint(s),
         E::ContainerNotFound { .. } | E::AmbiguousContainer { .. } => {
             "`strata ps -a` lists the containers with their names and IDs".into()
         }

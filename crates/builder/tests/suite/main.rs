@@ -11,4 +11,5 @@ mod build_copy;
 mod build_graph;
 mod build_run;
 mod common;
+mod containers;
 mod exec;

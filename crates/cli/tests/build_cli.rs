@@ -393,3 +393,76 @@ fn ctrl_c_cancels_the_build() {
     let (fsck, _) = f.ok(&["fsck"]);
     assert!(!fsck.contains("error"), "{fsck}");
 }
+
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn lint_warnings_at_build_start_and_build_check() {
+    let f = Fixture::new();
+    let linted = "FROM busybox as base\nMAINTAINER me\nENV GREETING=$NOPE\nRUN echo hi > /x\n";
+    let ctx = f.context("lints", linted, &[]);
+    let (_, built) = f.ok(&["build", "--progress=plain", path(&ctx)]);
+    // The warnings come first, before the first step.
+    let start: String = built
+        .lines()
+        .take_while(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(built.contains("#1 [1/2] FROM"), "{built}");
+
+    // `--check` builds nothing; warnings alone exit 0.
+    let checked = f.run(&["build", "--check", "--build-arg", "TYPO=1", path(&ctx)]);
+    assert_eq!(checked.status.code(), Some(0));
+    let (checked_out, checked_err) = (
+        String::from_utf8_lossy(&checked.stdout).into_owned(),
+        String::from_utf8_lossy(&checked.stderr).into_owned(),
+    );
+    let json = f.run(&["build", "--check", "--progress=json", path(&ctx)]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let rules: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rules,
+        ["FromAsCasing", "MaintainerDeprecated", "UndefinedVar"],
+        "{json}"
+    );
+
+    // `# check=error=true`: the same findings are fatal, for the build and for --check.
+    let strict = f.context("strict", &format!("# check=error=true\n{linted}"), &[]);
+    let out = f.run(&["build", "--progress=plain", path(&strict)]);
+    assert_eq!(out.status.code(), Some(1));
+    let fatal = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!fatal.contains("#1 "), "nothing was built:\n{fatal}");
+    let out = f.run(&["build", "--check", path(&strict)]);
+    assert_eq!(out.status.code(), Some(1));
+
+    // `# check=skip=` and `# strata:ignore` silence rules, in the build and in --check.
+    let quiet = f.context(
+        "quiet",
+        &format!(
+            "# check=skip=MaintainerDeprecated,FromAsCasing\n{}",
+            linted.replace("ENV ", "# strata:ignore UndefinedVar\nENV ")
+        ),
+        &[],
+    );
+    let (_, built_quiet) = f.ok(&["build", "--progress=plain", path(&quiet)]);
+    assert!(!built_quiet.contains("WARN"), "{built_quiet}");
+    let (none, _) = f.ok(&["build", "--check", path(&quiet)]);
+    assert_eq!(none, "");
+    // The check of a stage that needs an image the store lacks.
+    let missing = f.context("missing", "FROM nothere:1\nRUN true\n", &[]);
+    let (missing_out, _) = f.ok(&["build", "--check", path(&missing)]);
+
+    f.settings().bind(|| {
+        insta::assert_snapshot!("lint_warnings_at_build_start", start);
+        insta::assert_snapshot!(
+            "build_check",
+            format!("{checked_out}--- stderr\n{checked_err}")
+        );
+        insta::assert_snapshot!("build_check_error_true", fatal);
+        insta::assert_snapshot!("build_check_missing_base", missing_out);
+    });
+}

@@ -2,6 +2,7 @@
 
 mod analyze;
 mod build;
+mod check;
 mod completion;
 mod fsck;
 mod history;
@@ -38,7 +39,7 @@ pub enum Command {
     Version,
     /// Build an image from a Dockerfile and a context folder.
     #[command(
-        after_help = "Examples:\n  strata build -t app:1 .\n  strata build -f docker/Dockerfile --build-arg VERSION=2 --target runtime -t app:2 .\n  strata build -q --no-cache . > iid"
+        after_help = "Examples:\n  strata build -t app:1 .\n  strata build --check .\n  strata build -f docker/Dockerfile --build-arg VERSION=2 --target runtime -t app:2 .\n  strata build -q --no-cache . > iid"
     )]
     Build(Box<build::BuildArgs>),
     /// Parse a Dockerfile and summarise its stages (or print BuildKit's dump format).

@@ -1280,6 +1280,7 @@ impl Build<'_> {
         seen.push(inputs.clone());
         if !no_cache {
             if let Some(record) = cache::lookup(store, &key)? {
+                cache::touch(store, &key)?;
                 self.apply_step(st, &record);
                 self.reporter.report(&Event::Cached {
                     step: info.id,
@@ -1368,15 +1369,35 @@ impl Build<'_> {
         };
         let record = cache::store_record(
             store,
-            &key,
-            layer.as_ref(),
-            &chain,
-            &created_by,
+            &cache::NewRecord {
+                key: &key,
+                layer: layer.as_ref(),
+                chain: &chain,
+                created_by: &created_by,
+                inputs: &inputs,
+                stage: &self.stage_name(info),
+            },
             created,
-            &inputs,
         )?;
         self.apply_step(st, &record);
         Ok(())
+    }
+
+    /// The name of the stage `info` belongs to (`stage-N` when it has none), for its cache
+    /// records.
+    fn stage_name(&self, info: &StepInfo) -> String {
+        self.plan
+            .order
+            .iter()
+            .filter_map(|i| self.plan.stage(*i))
+            .find(|s| s.step_ids.iter().flatten().any(|id| *id == info.id))
+            .map(|s| {
+                self.df.stages[s.index]
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("stage-{}", s.index))
+            })
+            .unwrap_or_default()
     }
 
     /// The instruction texts of the keyed steps of the stage `info` belongs to.

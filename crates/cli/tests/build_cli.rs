@@ -277,10 +277,32 @@ fn prune_cache_and_builder_prune() {
         dry.starts_with("would remove 1 build cache record(s)"),
         "{dry}"
     );
+    assert!(
+        dry.contains("would remove build cache record ")
+            && dry.contains("RUN /bin/sh -c echo one > /one"),
+        "each record is listed with its instruction:\n{dry}"
+    );
+    let (dry_cache, _) = f.ok(&["prune", "--cache", "--dry-run"]);
     let (pruned, _) = f.ok(&["prune", "--cache"]);
     assert!(
         pruned.contains("removed 1 build cache record(s)"),
         "{pruned}"
+    );
+    // The dry run said exactly what went and what it freed.
+    let total = |s: &str| {
+        s.lines()
+            .last()
+            .unwrap()
+            .rsplit(": ")
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(total(&dry_cache), total(&pruned), "{dry_cache}\n{pruned}");
+    assert_eq!(
+        dry_cache.lines().count(),
+        pruned.lines().count(),
+        "{dry_cache}\n{pruned}"
     );
     assert!(pruned.contains("removed layer folder "), "{pruned}");
     let (again, _) = f.ok(&["builder", "prune"]);
@@ -465,4 +487,55 @@ fn lint_warnings_at_build_start_and_build_check() {
         insta::assert_snapshot!("build_check_error_true", fatal);
         insta::assert_snapshot!("build_check_missing_base", missing_out);
     });
+}
+
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn keep_storage_evicts_the_least_recently_used_cache() {
+    let f = Fixture::new();
+    let old = f.context(
+        "old",
+        "FROM busybox\nRUN head -c 300000 /dev/zero > /old\n",
+        &[],
+    );
+    let new = f.context(
+        "new",
+        "FROM busybox\nRUN head -c 200000 /dev/zero > /new\n",
+        &[],
+    );
+    f.ok(&["build", "-q", path(&old)]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    f.ok(&["build", "-q", path(&new)]);
+    let (dry, _) = f.ok(&["builder", "prune", "--keep-storage", "1GB", "--dry-run"]);
+    assert!(
+        dry.starts_with("build cache would be "),
+        "nothing to evict:\n{dry}"
+    );
+    // A limit of 1 byte evicts both, oldest first; 0 records are kept.
+    let (both, _) = f.ok(&["prune", "--keep-storage", "1", "--dry-run"]);
+    let order: Vec<&str> = both
+        .lines()
+        .filter(|l| l.starts_with("would remove build cache record "))
+        .map(|l| l.rsplit(": ").next().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "RUN /bin/sh -c head -c 300000 /dev/zero > /old # buildkit",
+            "RUN /bin/sh -c head -c 200000 /dev/zero > /new # buildkit"
+        ],
+        "{both}"
+    );
+    // Rebuilding the old one uses its record: now the new one is the least recently used.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    f.ok(&["build", "-q", path(&old)]);
+    let (one, _) = f.ok(&["prune", "--keep-storage", "1", "--dry-run"]);
+    assert!(
+        one.find("> /new").unwrap() < one.find("> /old").unwrap(),
+        "{one}"
+    );
+    let out = f.run(&["prune", "--keep-storage", "lots"]);
+    assert_eq!(out.status.code(), Some(125));
+    let out = f.run(&["prune", "--keep-storage", "1", "--cache"]);
+    assert_eq!(out.status.code(), Some(125));
 }

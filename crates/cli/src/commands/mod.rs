@@ -78,7 +78,9 @@ pub enum Command {
     #[command(after_help = "Examples:\n  strata fsck\n  strata fsck --repair")]
     Fsck(fsck::FsckArgs),
     /// Remove blobs and layer folders that no tag, cache record or container references.
-    #[command(after_help = "Examples:\n  strata prune --dry-run\n  strata prune --cache")]
+    #[command(
+        after_help = "Examples:\n  strata prune --dry-run\n  strata prune --cache\n  strata prune --keep-storage 2GB --dry-run"
+    )]
     Prune(prune::PruneArgs),
     /// Manage the build cache.
     #[command(subcommand, after_help = "Example:\n  strata builder prune")]

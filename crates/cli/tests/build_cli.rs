@@ -539,3 +539,40 @@ fn keep_storage_evicts_the_least_recently_used_cache() {
     let out = f.run(&["prune", "--keep-storage", "1", "--cache"]);
     assert_eq!(out.status.code(), Some(125));
 }
+
+/// The example adapted from a real-world Dockerfile builds on the busybox base, and
+/// `analyze` finds the one waste its README describes.
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn the_redis_example_builds_and_analyze_names_its_waste() {
+    let f = Fixture::new();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/redis-busybox")
+        .canonicalize()
+        .unwrap();
+    let dockerfile = example.join("Dockerfile");
+    f.ok(&["build", "-q", "-t", "redis-busybox:7.2", path(&example)]);
+    let (report, _) = f.ok(&["analyze", "-f", path(&dockerfile), "redis-busybox:7.2"]);
+    // Shown in full with --nocapture, for the record.
+    println!("{report}");
+    let (json, _) = f.ok(&[
+        "analyze",
+        "--format",
+        "json",
+        "-f",
+        path(&dockerfile),
+        "redis-busybox:7.2",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let findings = v["findings"].as_array().unwrap();
+    let rules: Vec<&str> = findings
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["copied-then-removed"], "{report}");
+    // `COPY src/` (line 17) brought the sources; the RUN of line 19 removed them.
+    assert_eq!(findings[0]["source"]["line"], 17, "{report}");
+    assert_eq!(findings[0]["related_source"]["line"], 19, "{report}");
+    let (history, _) = f.ok(&["history", "--no-trunc", "redis-busybox:7.2"]);
+    assert!(history.contains("CMD [\"redis-server\"]"), "{history}");
+}

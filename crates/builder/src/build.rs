@@ -1,10 +1,11 @@
 //! A build, from Dockerfile text and a context folder to a tagged image.
 //!
-//! [`Engine::build`] parses the Dockerfile, reports its lint findings, plans the stages the
-//! target needs (see [`crate::plan`]), and builds them: each stage on its own task of the
-//! current rayon pool, a stage starting as soon as the stages it needs are done, so
-//! independent stages run at the same time and a stage used by several is built once. Inside
-//! a stage the instructions run in order:
+//! [`Engine::build`] parses the Dockerfile, reports its lint findings (fatal only under
+//! `# check=error=true`, as in BuildKit), plans the stages the target needs (see
+//! [`crate::plan`]), and builds them: each stage on its own task of the current rayon pool, a
+//! stage starting as soon as the stages it needs are done, so independent stages run at the
+//! same time and a stage used by several is built once. Inside a stage the instructions run
+//! in order:
 //!
 //! - metadata instructions change the config ([`crate::imageconfig`]) and add a history entry
 //!   with `empty_layer: true`;
@@ -46,7 +47,9 @@ use crate::imageconfig::{
 use crate::logs::{BuildLogs, StepSink};
 use crate::plan::{plan, resolve_from, Base, FromRef, Plan, StagePlan};
 use crate::platform::{is_proxy_arg, platform_args, Platform};
-use crate::progress::{BuildSummary, Event, Reporter, StepId, StepInfo};
+use crate::progress::{
+    BuildSummary, CacheMissSummary, CacheSummary, Event, Reporter, StepId, StepInfo,
+};
 use crate::runstep::{self, BindFrom, RunContext, RunEnv, SecretSource};
 use crate::timefmt::{now_secs, rfc3339};
 use crate::user::resolve_chown_in;
@@ -336,9 +339,12 @@ impl Engine {
             }
         };
         let plan = plan(&df, globals, opts.target.as_deref(), &host, &resolve)?;
+        // As BuildKit: lint findings fail the build only under `# check=error=true` (which
+        // makes every finding an error). What cannot be built anyway is refused on its own:
+        // a repeated stage name by the parser, more than 128 layers by the plan.
         let lint_errors: BTreeSet<&str> = lints
             .iter()
-            .filter(|l| l.severity == Severity::Error)
+            .filter(|l| df.directives.check.error && l.severity == Severity::Error)
             .map(|l| l.rule)
             .collect();
         if !lint_errors.is_empty() {
@@ -431,6 +437,7 @@ impl Engine {
             steps: build.plan.steps,
             cached: steps.iter().filter(|s| s.cached).count(),
             warnings: warnings.len(),
+            cache: build.cache_summary(&steps),
             duration: started.elapsed(),
         };
         Ok(BuildResult {
@@ -586,6 +593,37 @@ impl Build<'_> {
                 reason,
             },
         );
+    }
+
+    /// What `--explain` summarises: the keyed steps' outcomes and the first miss.
+    fn cache_summary(&self, steps: &[StepOutcome]) -> CacheSummary {
+        let from_steps: BTreeSet<StepId> = self
+            .plan
+            .order
+            .iter()
+            .filter_map(|i| self.plan.stage(*i))
+            .map(|s| s.from_step)
+            .collect();
+        let keyed = steps.iter().filter(|s| !from_steps.contains(&s.id));
+        let mut summary = CacheSummary::default();
+        for s in keyed {
+            if s.cached {
+                summary.cached += 1;
+                continue;
+            }
+            summary.run += 1;
+            if summary.first_miss.is_none() {
+                summary.first_miss = Some(CacheMissSummary {
+                    step: s.id,
+                    label: s.label.clone(),
+                    reason: s
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "no reason recorded".into()),
+                });
+            }
+        }
+        summary
     }
 
     fn stage_no_cache(&self, sp: &StagePlan) -> bool {
@@ -1242,6 +1280,7 @@ impl Build<'_> {
         seen.push(inputs.clone());
         if !no_cache {
             if let Some(record) = cache::lookup(store, &key)? {
+                cache::touch(store, &key)?;
                 self.apply_step(st, &record);
                 self.reporter.report(&Event::Cached {
                     step: info.id,
@@ -1330,15 +1369,35 @@ impl Build<'_> {
         };
         let record = cache::store_record(
             store,
-            &key,
-            layer.as_ref(),
-            &chain,
-            &created_by,
+            &cache::NewRecord {
+                key: &key,
+                layer: layer.as_ref(),
+                chain: &chain,
+                created_by: &created_by,
+                inputs: &inputs,
+                stage: &self.stage_name(info),
+            },
             created,
-            &inputs,
         )?;
         self.apply_step(st, &record);
         Ok(())
+    }
+
+    /// The name of the stage `info` belongs to (`stage-N` when it has none), for its cache
+    /// records.
+    fn stage_name(&self, info: &StepInfo) -> String {
+        self.plan
+            .order
+            .iter()
+            .filter_map(|i| self.plan.stage(*i))
+            .find(|s| s.step_ids.iter().flatten().any(|id| *id == info.id))
+            .map(|s| {
+                self.df.stages[s.index]
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("stage-{}", s.index))
+            })
+            .unwrap_or_default()
     }
 
     /// The instruction texts of the keyed steps of the stage `info` belongs to.

@@ -8,7 +8,11 @@
 //! snapshots until the cache is pruned. The record's data ([`StepRecord`]) holds what a hit
 //! needs to reproduce the step without running it: the layer (or none, for a step that
 //! changed nothing), the history entry and when the step ran, plus the [`KeyInputs`] for
-//! explanations.
+//! explanations, and the stage that made it (for `system df -v`).
+//!
+//! **Last use.** A record's ref is set again on every hit ([`touch`]), so the ref's
+//! modification time is when the record was last used: [`records`] lists them with it, for
+//! `system df -v` and `prune --keep-storage` (least recently used first).
 //!
 //! **Last builds.** To explain a miss we compare the step's inputs with those of the same
 //! step the last time this stage was built. A stage is identified by the build context and
@@ -45,6 +49,26 @@ pub struct StepRecord {
     pub created: Option<String>,
     /// The inputs of the key.
     pub inputs: KeyInputs,
+    /// The stage that made it (its name, or `stage-N`); absent in records of older builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+}
+
+/// A step's result to record with [`store_record`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewRecord<'a> {
+    /// The step's cache key.
+    pub key: &'a CacheKey,
+    /// The layer it made; `None` when it changed nothing.
+    pub layer: Option<&'a LayerInfo>,
+    /// The diffID stack after it (base first), which GC keeps unpacked.
+    pub chain: &'a [Digest],
+    /// The history entry's `created_by`.
+    pub created_by: &'a str,
+    /// The inputs of the key.
+    pub inputs: &'a KeyInputs,
+    /// The stage that made it.
+    pub stage: &'a str,
 }
 
 /// Looks up the record of `key`. A record that is missing, unreadable or whose layer blob is
@@ -70,34 +94,80 @@ pub fn lookup(store: &Store, key: &CacheKey) -> Result<Option<StepRecord>, Error
     Ok(Some(step))
 }
 
-/// Stores the record of a step that ran: `chain` is the diffID stack after it (base first),
-/// which GC keeps unpacked.
+/// Stores the record of a step that ran, made at `created` (RFC 3339; the history entry's
+/// `created`).
 pub fn store_record(
     store: &Store,
-    key: &CacheKey,
-    layer: Option<&LayerInfo>,
-    chain: &[Digest],
-    created_by: &str,
+    new: &NewRecord<'_>,
     created: Option<String>,
-    inputs: &KeyInputs,
 ) -> Result<StepRecord, Error> {
     let step = StepRecord {
         kind: RECORD_KIND.to_string(),
-        key: *key,
-        layer: layer.cloned(),
-        created_by: created_by.to_string(),
+        key: *new.key,
+        layer: new.layer.cloned(),
+        created_by: new.created_by.to_string(),
         created,
-        inputs: inputs.clone(),
+        inputs: new.inputs.clone(),
+        stage: Some(new.stage.to_string()),
     };
     let data = serde_json::to_value(&step).map_err(|source| Error::CacheRecord { source })?;
-    let references: Vec<Descriptor> = layer.iter().map(|l| l.descriptor()).collect();
+    let references: Vec<Descriptor> = new.layer.iter().map(|l| l.descriptor()).collect();
     let descriptor = store.write_record(&Record {
         references,
-        chain: chain.to_vec(),
+        chain: new.chain.to_vec(),
         data,
     })?;
-    store.set_ref(RefKind::Cache, &key.hex(), &descriptor)?;
+    store.set_ref(RefKind::Cache, &new.key.hex(), &descriptor)?;
     Ok(step)
+}
+
+/// Marks the record of `key` as used now (its ref is set again, which dates it), so that
+/// `prune --keep-storage` evicts the least recently used records first.
+pub fn touch(store: &Store, key: &CacheKey) -> Result<(), Error> {
+    if let Some(target) = store.get_ref(RefKind::Cache, &key.hex())? {
+        store.set_ref(RefKind::Cache, &key.hex(), &target)?;
+    }
+    Ok(())
+}
+
+/// One cache record as [`records`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheEntry {
+    /// The ref's name (the key in hex).
+    pub name: String,
+    /// The record blob.
+    pub target: Descriptor,
+    /// When it was last used (made or hit), in seconds since the epoch.
+    pub last_used: Option<i64>,
+    /// The stage that made it, when the record says.
+    pub stage: Option<String>,
+    /// The instruction, as history shows it.
+    pub created_by: Option<String>,
+}
+
+/// Every cache record, least recently used first (then by name). A record that cannot be
+/// read is listed with what its ref says (it still takes space and can be pruned).
+pub fn records(store: &Store) -> Result<Vec<CacheEntry>, Error> {
+    let mut out = Vec::new();
+    for r in store.list_refs(RefKind::Cache)? {
+        let last_used = store
+            .ref_modified(RefKind::Cache, &r.name)?
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_secs()).ok());
+        let step = store
+            .read_record(&r.target.digest)
+            .ok()
+            .and_then(|rec| serde_json::from_value::<StepRecord>(rec.data).ok());
+        out.push(CacheEntry {
+            name: r.name,
+            target: r.target,
+            last_used,
+            stage: step.as_ref().and_then(|s| s.stage.clone()),
+            created_by: step.map(|s| s.created_by),
+        });
+    }
+    out.sort_by(|a, b| (a.last_used, &a.name).cmp(&(b.last_used, &b.name)));
+    Ok(out)
 }
 
 /// The records of the last builds, under `<root>/builder/last/`.
@@ -327,12 +397,15 @@ mod tests {
         let layer = w.finish().unwrap();
         let stored = store_record(
             &store,
-            &key,
-            Some(&layer),
-            &[layer.diff_id],
-            "RUN a # buildkit",
+            &NewRecord {
+                key: &key,
+                layer: Some(&layer),
+                chain: &[layer.diff_id],
+                created_by: "RUN a # buildkit",
+                inputs: &inputs,
+                stage: "build",
+            },
             Some("2024-01-01T00:00:00Z".into()),
-            &inputs,
         )
         .unwrap();
         assert_eq!(lookup(&store, &key).unwrap(), Some(stored));

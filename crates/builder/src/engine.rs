@@ -16,8 +16,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use strata_overlay::{Driver, LayerSource, Snapshotter, UnpackOptions};
-use strata_store::{chain_ids, Descriptor, Digest, GcOptions, GcReport, Image, RefKind, Store};
+use strata_store::{
+    chain_ids, Descriptor, Digest, GcOptions, GcReport, Image, Ref, RefKind, Store,
+};
 
+use crate::cache::{self, CacheEntry};
 use crate::Error;
 
 /// A layer of a stack: its blob in the store and its diffID.
@@ -86,6 +89,10 @@ pub struct PruneOptions {
     /// Remove the build cache too: cache records, `RUN --mount=type=cache` folders and the
     /// records of last builds (`strata builder prune`, `strata prune --cache`).
     pub cache: bool,
+    /// Without `cache`: evict cache records, least recently used first, until the build
+    /// cache (the blobs the remaining records reach, each once: `system df`'s Build Cache
+    /// SIZE) is at most this many bytes. Cache mounts and last-build records stay.
+    pub keep_storage: Option<u64>,
 }
 
 /// What [`Engine::prune`] removed (or would remove).
@@ -95,6 +102,10 @@ pub struct PruneReport {
     pub gc: GcReport,
     /// Cache records dropped (their refs).
     pub cache_records: usize,
+    /// The records dropped, least recently used first.
+    pub records: Vec<CacheEntry>,
+    /// The build cache's size after the prune, when `keep_storage` was asked.
+    pub cache_size_after: Option<u64>,
     /// Cache-mount folders removed, with their sizes.
     pub cache_mounts: Vec<(PathBuf, u64)>,
     /// Committed snapshots (unpacked layers) removed, by name, with their sizes.
@@ -232,19 +243,26 @@ impl Engine {
             dry_run: options.dry_run,
             ..PruneReport::default()
         };
+        let entries = cache::records(&self.store)?;
         if options.cache {
-            let records = self.store.list_refs(RefKind::Cache)?;
-            report.cache_records = records.len();
+            report.records = entries;
             let mounts_dir = self.builder_dir().join("cache-mounts");
             for entry in read_dir_sorted(&mounts_dir)? {
                 let size = tree_size(&entry);
                 report.unpacked_bytes += size;
                 report.cache_mounts.push((entry, size));
             }
-            if !options.dry_run {
-                for r in &records {
-                    self.store.remove_ref(RefKind::Cache, &r.name)?;
-                }
+        } else if let Some(limit) = options.keep_storage {
+            let (evict, after) = self.lru_evictions(entries, limit)?;
+            report.records = evict;
+            report.cache_size_after = Some(after);
+        }
+        report.cache_records = report.records.len();
+        if !options.dry_run {
+            for r in &report.records {
+                self.store.remove_ref(RefKind::Cache, &r.name)?;
+            }
+            if options.cache {
                 for (dir, _) in &report.cache_mounts {
                     remove_any(dir)?;
                 }
@@ -255,6 +273,11 @@ impl Engine {
         report.gc = self.store.gc(GcOptions {
             dry_run: options.dry_run,
         })?;
+        if options.dry_run && !report.records.is_empty() {
+            // The records are still there, so the store's dry run kept what only they reach:
+            // count it as the real run would free it.
+            self.as_if_removed(&mut report.gc, &report.records)?;
+        }
         let keep: BTreeSet<String> = report
             .gc
             .reachable
@@ -304,6 +327,77 @@ impl Engine {
             self.snapshotter.empty_trash()?;
         }
         Ok(report)
+    }
+}
+
+impl Engine {
+    /// Fills a dry run's GC report as if the cache records `gone` were removed first: the
+    /// blobs only they reach join the removed ones, and only what the other refs reach stays
+    /// (so their unpacked layers are listed too).
+    fn as_if_removed(&self, gc: &mut GcReport, gone: &[CacheEntry]) -> Result<(), Error> {
+        let gone_names: BTreeSet<&str> = gone.iter().map(|e| e.name.as_str()).collect();
+        let (gone_refs, kept_refs): (Vec<Ref>, Vec<Ref>) = self
+            .store
+            .all_refs()?
+            .into_iter()
+            .partition(|r| r.kind == RefKind::Cache && gone_names.contains(r.name.as_str()));
+        let kept = self.store.reachable_from(&kept_refs)?;
+        let already: BTreeSet<Digest> = gc.removed.iter().map(|(d, _)| *d).collect();
+        for d in &self.store.reachable_from(&gone_refs)?.blobs {
+            if kept.blobs.contains(d) || already.contains(d) {
+                continue;
+            }
+            let size = self.store.blob_size(d)?.unwrap_or(0);
+            gc.removed.push((*d, size));
+            gc.bytes_freed += size;
+        }
+        gc.removed.sort();
+        gc.reachable = kept;
+        Ok(())
+    }
+
+    /// The records to evict, least recently used first, so that the blobs the others reach
+    /// weigh at most `limit` bytes; and that weight.
+    fn lru_evictions(
+        &self,
+        entries: Vec<CacheEntry>,
+        limit: u64,
+    ) -> Result<(Vec<CacheEntry>, u64), Error> {
+        let mut users: BTreeMap<Digest, usize> = BTreeMap::new();
+        let mut reach: Vec<BTreeSet<Digest>> = Vec::with_capacity(entries.len());
+        for e in &entries {
+            let r = Ref {
+                kind: RefKind::Cache,
+                name: e.name.clone(),
+                target: e.target.clone(),
+            };
+            let blobs = self.store.reachable_from(std::slice::from_ref(&r))?.blobs;
+            for d in &blobs {
+                *users.entry(*d).or_default() += 1;
+            }
+            reach.push(blobs);
+        }
+        let mut sizes: BTreeMap<Digest, u64> = BTreeMap::new();
+        for d in users.keys() {
+            sizes.insert(*d, self.store.blob_size(d)?.unwrap_or(0));
+        }
+        let mut total: u64 = sizes.values().sum();
+        let mut evict = Vec::new();
+        for (entry, blobs) in entries.into_iter().zip(reach) {
+            if total <= limit {
+                break;
+            }
+            for d in &blobs {
+                if let Some(n) = users.get_mut(d) {
+                    *n -= 1;
+                    if *n == 0 {
+                        total -= sizes.get(d).copied().unwrap_or(0);
+                    }
+                }
+            }
+            evict.push(entry);
+        }
+        Ok((evict, total))
     }
 }
 
@@ -368,5 +462,143 @@ mod tests {
         assert_eq!(chain_name(&[a, b]), Some(ab.hex()));
         assert!(is_chain_name(&ab.hex()));
         assert!(!is_chain_name("build-0123"));
+    }
+
+    use std::io::Write as _;
+
+    use strata_store::{Compression, ImageConfig, LayerInfo, Reference};
+
+    use crate::cachekey::{CacheKey, KeyInputs, OpKind, Parent};
+
+    fn layer(store: &Store, fill: u8, len: usize) -> LayerInfo {
+        let mut w = store.layer_writer(Compression::None).unwrap();
+        w.write_all(&vec![fill; len]).unwrap();
+        w.finish().unwrap()
+    }
+
+    /// A cache record of a step with `layer`, named by `n`.
+    fn record(store: &Store, n: u8, layer: &LayerInfo) -> (CacheKey, u64) {
+        let inputs = KeyInputs::new(
+            OpKind::Run,
+            "linux/amd64",
+            Parent::Step {
+                key: CacheKey::parse(&format!("{n:02x}").repeat(32)).unwrap(),
+            },
+            &format!("RUN step {n}"),
+        );
+        let key = inputs.key();
+        cache::store_record(
+            store,
+            &cache::NewRecord {
+                key: &key,
+                layer: Some(layer),
+                chain: &[layer.diff_id],
+                created_by: &format!("RUN step {n}"),
+                inputs: &inputs,
+                stage: "build",
+            },
+            None,
+        )
+        .unwrap();
+        let target = store.get_ref(RefKind::Cache, &key.hex()).unwrap().unwrap();
+        (key, target.size + layer.size)
+    }
+
+    fn engine() -> (tempfile::TempDir, Engine) {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), Some(Driver::Vfs)).unwrap();
+        (dir, engine)
+    }
+
+    fn names(report: &PruneReport) -> Vec<String> {
+        report.records.iter().map(|r| r.name.clone()).collect()
+    }
+
+    #[test]
+    fn a_dry_run_frees_what_the_real_run_frees() {
+        let (_d, e) = engine();
+        let store = e.store();
+        let shared = layer(store, 1, 3000);
+        let own = layer(store, 2, 5000);
+        let image = store
+            .write_image(&ImageConfig::default(), std::slice::from_ref(&shared))
+            .unwrap();
+        store
+            .tag(&Reference::parse("kept:1").unwrap(), &image)
+            .unwrap();
+        let (_, rec_a) = record(store, 1, &shared);
+        let (_, rec_b) = record(store, 2, &own);
+        store.write_blob(&[9; 700]).unwrap();
+        let options = PruneOptions {
+            dry_run: true,
+            cache: true,
+            keep_storage: None,
+        };
+        let dry = e.prune(&options).unwrap();
+        // The stray blob, both record blobs and the layer only a record used; not the
+        // layer the image shares.
+        let record_blobs = (rec_a - shared.size) + (rec_b - own.size);
+        assert_eq!(dry.gc.bytes_freed, 700 + record_blobs + own.size);
+        assert_eq!(dry.cache_records, 2);
+        assert_eq!(store.list_refs(RefKind::Cache).unwrap().len(), 2, "dry run");
+        let real = e
+            .prune(&PruneOptions {
+                dry_run: false,
+                ..options
+            })
+            .unwrap();
+        assert_eq!(real.gc.removed, dry.gc.removed);
+        assert_eq!(real.gc.bytes_freed, dry.gc.bytes_freed);
+        assert!(store.list_refs(RefKind::Cache).unwrap().is_empty());
+        assert!(store.has_blob(&shared.digest));
+        assert!(!store.has_blob(&own.digest));
+    }
+
+    #[test]
+    fn keep_storage_evicts_the_least_recently_used_records_first() {
+        let (_d, e) = engine();
+        let store = e.store();
+        let layers: Vec<LayerInfo> = (1..=3)
+            .map(|n| layer(store, n, 1000 * n as usize))
+            .collect();
+        let mut recs = Vec::new();
+        for (n, l) in (1..=3).zip(&layers) {
+            recs.push(record(store, n, l));
+            // Ref times have one-second resolution on some file systems: keep the order clear.
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
+        // Record 1 is used again: now record 2 is the least recently used.
+        cache::touch(store, &recs[0].0).unwrap();
+        let total: u64 = recs.iter().map(|r| r.1).sum();
+        let keep = |limit: u64, dry_run: bool| {
+            e.prune(&PruneOptions {
+                dry_run,
+                cache: false,
+                keep_storage: Some(limit),
+            })
+            .unwrap()
+        };
+        assert!(names(&keep(total, true)).is_empty(), "already under");
+        let one = keep(total - recs[1].1, true);
+        assert_eq!(names(&one), [recs[1].0.hex()]);
+        assert_eq!(one.cache_size_after, Some(total - recs[1].1));
+        // The record blob and the layer only it used go.
+        assert_eq!(one.gc.bytes_freed, recs[1].1);
+        let two = keep(total - recs[1].1 - 1, true);
+        assert_eq!(names(&two), [recs[1].0.hex(), recs[2].0.hex()]);
+        assert_eq!(two.cache_size_after, Some(recs[0].1));
+        let real = keep(total - recs[1].1 - 1, false);
+        assert_eq!(names(&real), names(&two));
+        assert_eq!(real.gc.bytes_freed, two.gc.bytes_freed);
+        let left: Vec<String> = store
+            .list_refs(RefKind::Cache)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(left, [recs[0].0.hex()]);
+        assert!(store.has_blob(&layers[0].digest));
+        assert!(!store.has_blob(&layers[1].digest));
+        assert!(!store.has_blob(&layers[2].digest));
     }
 }

@@ -257,7 +257,7 @@ pub enum Error {
         reason: String,
     },
 
-    /// Lint findings made fatal by `# check=error=true` (or error-level findings).
+    /// Lint findings made fatal by `# check=error=true` (as BuildKit, only then).
     #[error("lint violation found for rules: {rules}")]
     Lint {
         /// The rules that fired, comma-separated.

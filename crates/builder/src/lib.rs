@@ -30,13 +30,15 @@
 //! - [`progress`] — build events and the [`progress::Reporter`] trait;
 //! - [`platform`] — the host platform and the automatic platform build args;
 //! - [`timefmt`] — RFC 3339 times;
-//! - [`analyze`] — layer insight: per-layer changes, wasted bytes, efficiency, findings.
+//! - [`analyze`] — layer insight: per-layer changes, wasted bytes, efficiency, findings;
+//! - [`check`] — `build --check`: the lints and the checks that need the store, without building.
 
 pub mod analyze;
 mod build;
 pub mod cache;
 pub mod cachekey;
 pub mod container;
+pub mod check;
 pub mod context;
 pub mod copy;
 pub mod engine;

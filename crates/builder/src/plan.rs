@@ -150,7 +150,7 @@ pub fn resolve_from(df: &Dockerfile, globals: &Env, raw: &str) -> Result<FromRef
 
 /// The `--from` values an instruction names (COPY --from, RUN mounts with from=), as
 /// written.
-fn from_values(i: &Instruction) -> Vec<String> {
+pub(crate) fn from_values(i: &Instruction) -> Vec<String> {
     match &i.kind {
         InstructionKind::Copy(c) => c.from.iter().cloned().collect(),
         InstructionKind::Run(r) => r

@@ -46,9 +46,35 @@ pub struct BuildSummary {
     pub cached: usize,
     /// Warnings reported during the build.
     pub warnings: usize,
+    /// How the cache answered the steps with a cache key (what `--explain` summarises).
+    pub cache: CacheSummary,
     /// Wall-clock time of the whole build.
     #[serde(serialize_with = "seconds")]
     pub duration: Duration,
+}
+
+/// How the cache answered a build's steps with a cache key (RUN, COPY, ADD, WORKDIR; FROM
+/// lines are not counted).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CacheSummary {
+    /// Steps answered from the cache.
+    pub cached: usize,
+    /// Steps that ran.
+    pub run: usize,
+    /// The first step (in step order) that missed the cache, and why: every later step of
+    /// its stage missed because of it, unless it says otherwise.
+    pub first_miss: Option<CacheMissSummary>,
+}
+
+/// A step that missed the cache, for [`CacheSummary`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CacheMissSummary {
+    /// The step.
+    pub step: StepId,
+    /// As progress shows it: `[build 2/5] RUN make`.
+    pub label: String,
+    /// Why it missed.
+    pub reason: String,
 }
 
 /// One thing that happened during a build.

@@ -277,10 +277,32 @@ fn prune_cache_and_builder_prune() {
         dry.starts_with("would remove 1 build cache record(s)"),
         "{dry}"
     );
+    assert!(
+        dry.contains("would remove build cache record ")
+            && dry.contains("RUN /bin/sh -c echo one > /one"),
+        "each record is listed with its instruction:\n{dry}"
+    );
+    let (dry_cache, _) = f.ok(&["prune", "--cache", "--dry-run"]);
     let (pruned, _) = f.ok(&["prune", "--cache"]);
     assert!(
         pruned.contains("removed 1 build cache record(s)"),
         "{pruned}"
+    );
+    // The dry run said exactly what went and what it freed.
+    let total = |s: &str| {
+        s.lines()
+            .last()
+            .unwrap()
+            .rsplit(": ")
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(total(&dry_cache), total(&pruned), "{dry_cache}\n{pruned}");
+    assert_eq!(
+        dry_cache.lines().count(),
+        pruned.lines().count(),
+        "{dry_cache}\n{pruned}"
     );
     assert!(pruned.contains("removed layer folder "), "{pruned}");
     let (again, _) = f.ok(&["builder", "prune"]);
@@ -392,4 +414,165 @@ fn ctrl_c_cancels_the_build() {
     assert_eq!(images, "");
     let (fsck, _) = f.ok(&["fsck"]);
     assert!(!fsck.contains("error"), "{fsck}");
+}
+
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn lint_warnings_at_build_start_and_build_check() {
+    let f = Fixture::new();
+    let linted = "FROM busybox as base\nMAINTAINER me\nENV GREETING=$NOPE\nRUN echo hi > /x\n";
+    let ctx = f.context("lints", linted, &[]);
+    let (_, built) = f.ok(&["build", "--progress=plain", path(&ctx)]);
+    // The warnings come first, before the first step.
+    let start: String = built
+        .lines()
+        .take_while(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(built.contains("#1 [1/2] FROM"), "{built}");
+
+    // `--check` builds nothing; warnings alone exit 0.
+    let checked = f.run(&["build", "--check", "--build-arg", "TYPO=1", path(&ctx)]);
+    assert_eq!(checked.status.code(), Some(0));
+    let (checked_out, checked_err) = (
+        String::from_utf8_lossy(&checked.stdout).into_owned(),
+        String::from_utf8_lossy(&checked.stderr).into_owned(),
+    );
+    let json = f.run(&["build", "--check", "--progress=json", path(&ctx)]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let rules: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rules,
+        ["FromAsCasing", "MaintainerDeprecated", "UndefinedVar"],
+        "{json}"
+    );
+
+    // `# check=error=true`: the same findings are fatal, for the build and for --check.
+    let strict = f.context("strict", &format!("# check=error=true\n{linted}"), &[]);
+    let out = f.run(&["build", "--progress=plain", path(&strict)]);
+    assert_eq!(out.status.code(), Some(1));
+    let fatal = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!fatal.contains("#1 "), "nothing was built:\n{fatal}");
+    let out = f.run(&["build", "--check", path(&strict)]);
+    assert_eq!(out.status.code(), Some(1));
+
+    // `# check=skip=` and `# strata:ignore` silence rules, in the build and in --check.
+    let quiet = f.context(
+        "quiet",
+        &format!(
+            "# check=skip=MaintainerDeprecated,FromAsCasing\n{}",
+            linted.replace("ENV ", "# strata:ignore UndefinedVar\nENV ")
+        ),
+        &[],
+    );
+    let (_, built_quiet) = f.ok(&["build", "--progress=plain", path(&quiet)]);
+    assert!(!built_quiet.contains("WARN"), "{built_quiet}");
+    let (none, _) = f.ok(&["build", "--check", path(&quiet)]);
+    assert_eq!(none, "");
+    // The check of a stage that needs an image the store lacks.
+    let missing = f.context("missing", "FROM nothere:1\nRUN true\n", &[]);
+    let (missing_out, _) = f.ok(&["build", "--check", path(&missing)]);
+
+    f.settings().bind(|| {
+        insta::assert_snapshot!("lint_warnings_at_build_start", start);
+        insta::assert_snapshot!(
+            "build_check",
+            format!("{checked_out}--- stderr\n{checked_err}")
+        );
+        insta::assert_snapshot!("build_check_error_true", fatal);
+        insta::assert_snapshot!("build_check_missing_base", missing_out);
+    });
+}
+
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn keep_storage_evicts_the_least_recently_used_cache() {
+    let f = Fixture::new();
+    let old = f.context(
+        "old",
+        "FROM busybox\nRUN head -c 300000 /dev/zero > /old\n",
+        &[],
+    );
+    let new = f.context(
+        "new",
+        "FROM busybox\nRUN head -c 200000 /dev/zero > /new\n",
+        &[],
+    );
+    f.ok(&["build", "-q", path(&old)]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    f.ok(&["build", "-q", path(&new)]);
+    let (dry, _) = f.ok(&["builder", "prune", "--keep-storage", "1GB", "--dry-run"]);
+    assert!(
+        dry.starts_with("build cache would be "),
+        "nothing to evict:\n{dry}"
+    );
+    // A limit of 1 byte evicts both, oldest first; 0 records are kept.
+    let (both, _) = f.ok(&["prune", "--keep-storage", "1", "--dry-run"]);
+    let order: Vec<&str> = both
+        .lines()
+        .filter(|l| l.starts_with("would remove build cache record "))
+        .map(|l| l.rsplit(": ").next().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "RUN /bin/sh -c head -c 300000 /dev/zero > /old # buildkit",
+            "RUN /bin/sh -c head -c 200000 /dev/zero > /new # buildkit"
+        ],
+        "{both}"
+    );
+    // Rebuilding the old one uses its record: now the new one is the least recently used.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    f.ok(&["build", "-q", path(&old)]);
+    let (one, _) = f.ok(&["prune", "--keep-storage", "1", "--dry-run"]);
+    assert!(
+        one.find("> /new").unwrap() < one.find("> /old").unwrap(),
+        "{one}"
+    );
+    let out = f.run(&["prune", "--keep-storage", "lots"]);
+    assert_eq!(out.status.code(), Some(125));
+    let out = f.run(&["prune", "--keep-storage", "1", "--cache"]);
+    assert_eq!(out.status.code(), Some(125));
+}
+
+/// The example adapted from a real-world Dockerfile builds on the busybox base, and
+/// `analyze` finds the one waste its README describes.
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn the_redis_example_builds_and_analyze_names_its_waste() {
+    let f = Fixture::new();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/redis-busybox")
+        .canonicalize()
+        .unwrap();
+    let dockerfile = example.join("Dockerfile");
+    f.ok(&["build", "-q", "-t", "redis-busybox:7.2", path(&example)]);
+    let (report, _) = f.ok(&["analyze", "-f", path(&dockerfile), "redis-busybox:7.2"]);
+    // Shown in full with --nocapture, for the record.
+    println!("{report}");
+    let (json, _) = f.ok(&[
+        "analyze",
+        "--format",
+        "json",
+        "-f",
+        path(&dockerfile),
+        "redis-busybox:7.2",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let findings = v["findings"].as_array().unwrap();
+    let rules: Vec<&str> = findings
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["copied-then-removed"], "{report}");
+    // `COPY src/` (line 17) brought the sources; the RUN of line 19 removed them.
+    assert_eq!(findings[0]["source"]["line"], 17, "{report}");
+    assert_eq!(findings[0]["related_source"]["line"], 19, "{report}");
+    let (history, _) = f.ok(&["history", "--no-trunc", "redis-busybox:7.2"]);
+    assert!(history.contains("CMD [\"redis-server\"]"), "{history}");
 }

@@ -5,6 +5,9 @@
 mod images_common;
 
 use images_common::*;
+use strata_builder::cache;
+use strata_builder::cachekey::{CacheKey, KeyInputs, OpKind, Parent};
+use strata_overlay::{Driver, Snapshotter};
 use strata_store::{Digest, Record, RefKind, Store};
 
 fn snap(root: &std::path::Path, name: &str, runs: &[&[&str]]) {
@@ -369,11 +372,73 @@ fn system_df_counts_cache_records_and_containers() {
         .unwrap();
     // And a blob nothing references.
     seed.store.write_blob(&[7; 1234]).unwrap();
+    // Two records a build made, in stages `build` (one own layer of 3000 bytes) and
+    // `runtime` (on the busybox layer the images share).
+    let build_layer = layer(
+        &seed.store,
+        &layer_tar(&[("app/", b""), ("app/bin", &[2; 3000][..])]),
+    );
+    let busybox = seed.store.resolve("busybox").unwrap();
+    let busybox_layer = seed
+        .store
+        .layer_of_blob(&busybox.layers[0].digest)
+        .unwrap()
+        .unwrap();
+    for (n, stage, l) in [(1u8, "build", &build_layer), (2, "runtime", &busybox_layer)] {
+        let inputs = KeyInputs::new(
+            OpKind::Run,
+            "linux/amd64",
+            Parent::Step {
+                key: CacheKey::parse(&format!("{n:02x}").repeat(32)).unwrap(),
+            },
+            "RUN make",
+        );
+        cache::store_record(
+            &seed.store,
+            &cache::NewRecord {
+                key: &inputs.key(),
+                layer: Some(l),
+                chain: &[l.diff_id],
+                created_by: &format!("RUN /bin/sh -c make {stage} # buildkit"),
+                inputs: &inputs,
+                stage,
+            },
+            None,
+        )
+        .unwrap();
+    }
+    // The container's writable layer: 4000 bytes in its upper folder.
+    let snapshotter = Snapshotter::open(&root, Some(Driver::Vfs)).unwrap();
+    snapshotter
+        .prepare(&format!("container-{}", "c0".repeat(32)), None)
+        .unwrap();
+    let upper = snapshotter
+        .graph_driver_data(&format!("container-{}", "c0".repeat(32)))
+        .unwrap()
+        .upper_dir;
+    std::fs::write(upper.join("written"), [5; 4000]).unwrap();
     snap(
         &root,
         "system_df_cache_containers",
         &[&["system", "df"], &["system", "df", "-v"]],
     );
+    let json = ok(&root, &["system", "df", "-v", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["Containers"][0]["Size"], 4000);
+    let stages: Vec<(&str, u64)> = v["BuildCacheStages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["Stage"].as_str().unwrap(), s["Records"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(stages.len(), 3, "{stages:?}");
+    assert!(stages.contains(&("build", 1)) && stages.contains(&("<unknown>", 1)));
+    // The total counts each blob once: every blob in the store plus the upper folder.
+    let blobs: u64 = std::fs::read_dir(root.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert_eq!(v["TotalSize"], blobs + 4000);
 }
 
 #[test]

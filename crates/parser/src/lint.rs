@@ -170,6 +170,21 @@ pub fn lint(df: &Dockerfile) -> Vec<Lint> {
     lints
 }
 
+/// Whether a finding of `rule` on `line` is silenced by the Dockerfile: `# check=skip=`
+/// names the rule (or `all`), or a `# strata:ignore` comment above the instruction starting
+/// on `line` names it (or no rule). For checks made outside this crate (the builder's
+/// checks that need the store) so that they honour the same comments as [`lint`].
+pub fn is_silenced(df: &Dockerfile, rule: &str, line: usize) -> bool {
+    if df.directives.check.skips(rule) {
+        return true;
+    }
+    match ignore_map(df).get(&line) {
+        Some(Ignore::All) => true,
+        Some(Ignore::Rules(rules)) => rules.iter().any(|r| r == rule),
+        None => false,
+    }
+}
+
 /// What a `# strata:ignore` comment silences.
 enum Ignore {
     All,
@@ -1029,6 +1044,21 @@ mod tests {
         // A blank line between the comment and the instruction breaks the link.
         assert!(rules("FROM x\n# strata:ignore\n\nMAINTAINER me")
             .contains(&("MaintainerDeprecated", 4)));
+    }
+
+    #[test]
+    fn outside_checks_ask_whether_they_are_silenced() {
+        let df = crate::parse(
+            "# check=skip=UnusedBuildArg\nFROM x\n# strata:ignore BaseImageNotFound\nFROM y\nRUN a\n",
+        )
+        .unwrap();
+        assert!(is_silenced(&df, "UnusedBuildArg", 0));
+        assert!(is_silenced(&df, "BaseImageNotFound", 4));
+        assert!(!is_silenced(&df, "BaseImageNotFound", 2));
+        assert!(!is_silenced(&df, "TooManyLayers", 4));
+        let all = crate::parse("FROM x\n# strata:ignore\nRUN a\n").unwrap();
+        assert!(is_silenced(&all, "Anything", 3));
+        assert!(!is_silenced(&all, "Anything", 1));
     }
 
     #[test]

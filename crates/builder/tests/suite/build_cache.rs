@@ -174,6 +174,7 @@ fn prune_keeps_what_refs_reach_and_drops_the_rest() {
         .prune(&PruneOptions {
             dry_run: true,
             cache: true,
+            keep_storage: None,
         })
         .unwrap();
     assert!(dry.cache_records >= 3);
@@ -184,6 +185,7 @@ fn prune_keeps_what_refs_reach_and_drops_the_rest() {
         .prune(&PruneOptions {
             dry_run: false,
             cache: true,
+            keep_storage: None,
         })
         .unwrap();
     assert_eq!(report.snapshots.len(), 1, "{:?}", report.snapshots);

@@ -5,6 +5,7 @@
 //! by `cargo xtask test` (as root, in a private mount namespace), or by hand with
 //! `unshare --mount --propagation private -- cargo test -p strata-builder -- --ignored`.
 
+mod analyze_built;
 mod build_basics;
 mod build_cache;
 mod build_copy;

@@ -18,7 +18,7 @@ use strata_builder::{BuildOptions, BuildResult, SecretSpec};
 use strata_store::{ArchiveFormat, SaveOptions};
 
 use crate::global::GlobalArgs;
-use crate::render::{self, emit, Progress};
+use crate::render::{self, emit, plain, Progress};
 use crate::ui::error::Failure;
 
 /// Options of `strata build`.
@@ -48,9 +48,15 @@ pub struct BuildArgs {
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     no_cache_filter: Vec<String>,
 
-    /// Say why each step missed the cache, and summarise at the end.
+    /// Say why each step missed the cache, and summarise at the end (steps cached and run,
+    /// the first miss and its cause).
     #[arg(long)]
     explain: bool,
+
+    /// Check without building: the lints and the checks that need the store (images, build
+    /// args, layer counts, unused stages); exit 1 on errors.
+    #[arg(long)]
+    check: bool,
 
     /// How to show progress.
     #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
@@ -307,6 +313,11 @@ pub fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         .map(|s| SecretSpec::parse(s))
         .collect::<Result<_, _>>()?;
 
+    if args.check {
+        let json = args.progress == Progress::Json;
+        return super::check::run(global, &opts, json);
+    }
+
     let mode = if args.quiet {
         Progress::Quiet
     } else {
@@ -341,8 +352,9 @@ pub fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     if mode == Progress::Plain {
         emit(&out, &export_lines(&result));
     }
-    if args.explain {
-        emit(&out, &explain_summary(&result));
+    if args.explain && mode != Progress::Json {
+        // JSON progress carries the same summary in its build_finished event.
+        emit(&out, &plain::explain_lines(&result.summary, &result.steps));
     }
     let id = result.image.id().to_string();
     if let Some(path) = &args.iidfile {
@@ -391,30 +403,6 @@ fn export_lines(result: &BuildResult) -> String {
         if w.contains("build-args") {
             s.push_str(&format!("WARN: {w}\n"));
         }
-    }
-    s
-}
-
-/// `--explain`'s summary: steps run and cached, then each miss with its reason.
-fn explain_summary(result: &BuildResult) -> String {
-    let keyed: Vec<_> = result
-        .steps
-        .iter()
-        .filter(|s| !s.label.contains("] FROM "))
-        .collect();
-    let cached = keyed.iter().filter(|s| s.cached).count();
-    let mut s = format!(
-        "\ncache: {} step(s), {cached} cached, {} run\n",
-        keyed.len(),
-        keyed.len() - cached
-    );
-    for step in keyed.iter().filter(|s| !s.cached) {
-        s.push_str(&format!(
-            "  #{} {}: {}\n",
-            step.id.0,
-            step.label,
-            step.reason.as_deref().unwrap_or("no reason recorded")
-        ));
     }
     s
 }

@@ -3,6 +3,7 @@
 mod analyze;
 mod build;
 mod commit;
+mod check;
 mod completion;
 mod diff;
 mod export;
@@ -46,7 +47,7 @@ pub enum Command {
     Version,
     /// Build an image from a Dockerfile and a context folder.
     #[command(
-        after_help = "Examples:\n  strata build -t app:1 .\n  strata build -f docker/Dockerfile --build-arg VERSION=2 --target runtime -t app:2 .\n  strata build -q --no-cache . > iid"
+        after_help = "Examples:\n  strata build -t app:1 .\n  strata build --check .\n  strata build -f docker/Dockerfile --build-arg VERSION=2 --target runtime -t app:2 .\n  strata build -q --no-cache . > iid"
     )]
     Build(Box<build::BuildArgs>),
     /// Parse a Dockerfile and summarise its stages (or print BuildKit's dump format).
@@ -85,7 +86,9 @@ pub enum Command {
     #[command(after_help = "Examples:\n  strata fsck\n  strata fsck --repair")]
     Fsck(fsck::FsckArgs),
     /// Remove blobs and layer folders that no tag, cache record or container references.
-    #[command(after_help = "Examples:\n  strata prune --dry-run\n  strata prune --cache")]
+    #[command(
+        after_help = "Examples:\n  strata prune --dry-run\n  strata prune --cache\n  strata prune --keep-storage 2GB --dry-run"
+    )]
     Prune(prune::PruneArgs),
     /// Manage the build cache.
     #[command(subcommand, after_help = "Example:\n  strata builder prune")]

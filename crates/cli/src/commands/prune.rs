@@ -10,6 +10,7 @@ use strata_builder::{PruneOptions, PruneReport};
 use strata_store::human_size;
 
 use crate::global::GlobalArgs;
+use crate::ui::human;
 
 /// Options of `strata prune`.
 #[derive(Debug, Args)]
@@ -18,15 +19,26 @@ pub struct PruneArgs {
     #[arg(long)]
     dry_run: bool,
     /// Also drop the build cache (cache records, cache mounts, last-build records).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "keep_storage")]
     cache: bool,
+    /// Evict build cache records, least recently used first, until the build cache
+    /// (`system df`'s Build Cache SIZE) is at most SIZE (512MB, 2GB: powers of 1024, as
+    /// Docker reads it).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    keep_storage: Option<u64>,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    crate::ui::human::parse_ram_size(text)
 }
 
 /// `strata builder ...`.
 #[derive(Debug, Subcommand)]
 pub enum BuilderCommand {
     /// Remove the build cache and what only it kept.
-    #[command(after_help = "Examples:\n  strata builder prune\n  strata builder prune --dry-run")]
+    #[command(
+        after_help = "Examples:\n  strata builder prune\n  strata builder prune --dry-run\n  strata builder prune --keep-storage 512MB"
+    )]
     Prune(BuilderPruneArgs),
 }
 
@@ -36,6 +48,10 @@ pub struct BuilderPruneArgs {
     /// List what would be removed without removing it.
     #[arg(long)]
     dry_run: bool,
+    /// Keep the most recently used records while the build cache is at most SIZE (512MB,
+    /// 2GB); without it, the whole build cache goes.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    keep_storage: Option<u64>,
 }
 
 pub fn run(global: &GlobalArgs, args: &PruneArgs) -> anyhow::Result<ExitCode> {
@@ -44,6 +60,7 @@ pub fn run(global: &GlobalArgs, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         PruneOptions {
             dry_run: args.dry_run,
             cache: args.cache,
+            keep_storage: args.keep_storage,
         },
     )
 }
@@ -54,7 +71,8 @@ pub fn run_builder(global: &GlobalArgs, command: &BuilderCommand) -> anyhow::Res
             global,
             PruneOptions {
                 dry_run: args.dry_run,
-                cache: true,
+                cache: args.keep_storage.is_none(),
+                keep_storage: args.keep_storage,
             },
         ),
     }
@@ -63,12 +81,13 @@ pub fn run_builder(global: &GlobalArgs, command: &BuilderCommand) -> anyhow::Res
 fn prune(global: &GlobalArgs, options: PruneOptions) -> anyhow::Result<ExitCode> {
     let engine = global.open_engine()?;
     let report = engine.prune(&options)?;
-    print!("{}", describe(&report));
+    print!("{}", describe(&report, human::now()));
     Ok(ExitCode::SUCCESS)
 }
 
-/// The lines `prune` prints: what went, then the total.
-fn describe(report: &PruneReport) -> String {
+/// The lines `prune` prints: what went (each cache record with its stage, instruction and
+/// last use, `now` being the time to count from), then the total.
+fn describe(report: &PruneReport, now: i64) -> String {
     let verb = if report.dry_run {
         "would remove"
     } else {
@@ -79,6 +98,22 @@ fn describe(report: &PruneReport) -> String {
         out.push_str(&format!(
             "{verb} {} build cache record(s)\n",
             report.cache_records
+        ));
+    }
+    for r in &report.records {
+        out.push_str(&format!(
+            "{verb} build cache record {} ({}, last used {}): {}\n",
+            human::short_id(&r.name),
+            r.stage.as_deref().unwrap_or("stage unknown"),
+            human::since(r.last_used, now),
+            human::ellipsis(r.created_by.as_deref().unwrap_or("-"), 60)
+        ));
+    }
+    if let Some(after) = report.cache_size_after {
+        out.push_str(&format!(
+            "build cache {} {}\n",
+            if report.dry_run { "would be" } else { "is now" },
+            human_size(after)
         ));
     }
     for (path, size) in &report.cache_mounts {
@@ -131,13 +166,13 @@ mod tests {
         };
         report.gc.removed = vec![(Digest::of(b"x"), 2048)];
         report.gc.bytes_freed = 2048;
-        insta::assert_snapshot!(describe(&report), @r###"
+        insta::assert_snapshot!(describe(&report, 0), @r###"
         removed 3 build cache record(s)
         removed sha256:2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881 (2.048kB)
         removed layer folder abababababab (4.096kB)
         Total reclaimed space: 6.144kB
         "###);
         report.dry_run = true;
-        assert!(describe(&report).starts_with("would remove 3 build cache record(s)"));
+        assert!(describe(&report, 0).starts_with("would remove 3 build cache record(s)"));
     }
 }

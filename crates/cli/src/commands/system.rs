@@ -8,14 +8,21 @@
 //! - Images: the tag and untagged refs. ACTIVE counts images that containers use;
 //!   RECLAIMABLE is what removing every unused image would free (blobs that containers,
 //!   cache records or used images still need stay).
-//! - Containers: `containers/` refs; SIZE and RECLAIMABLE are the blobs only containers keep.
-//!   ACTIVE (running containers) is 0 until `strata run` records running state: extend
-//!   [`containers_row`] then, and count writable layers from the snapshotter.
+//! - Containers: `containers/` refs; SIZE and RECLAIMABLE are the blobs only containers keep
+//!   plus their writable (upper) layers, the active snapshots `container-<id>`. ACTIVE
+//!   (running containers) is 0 until `strata run` records running state: extend
+//!   [`containers_row`] then.
 //! - Build Cache: `cache/` refs; RECLAIMABLE leaves out blobs images or containers share.
 //!   ACTIVE (records in use by a running build) is 0: builds hold no records between runs.
 //! - Unpacked Layers: the snapshotter's folders (overlay2 `diff/` or vfs copies). ACTIVE
 //!   counts those a ref still reaches (committed layers named by a reachable chainID, and
-//!   every writable snapshot); RECLAIMABLE is the size of the others.
+//!   every writable snapshot but the containers', counted above); RECLAIMABLE is the size
+//!   of the others.
+//!
+//! The closing `Total` counts every blob once (shared layers, and blobs the rows share)
+//! and every unpacked folder once. `-v` adds per image SIZE / SHARED SIZE / UNIQUE SIZE, per
+//! layer the images that use it, containers with their upper layer, and the build cache by
+//! stage with each record's last use.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -23,6 +30,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
+use strata_builder::cache::{records, CacheEntry};
 use strata_overlay::Snapshotter;
 use strata_store::{Digest, Ref, RefKind, Store};
 
@@ -34,7 +42,8 @@ use crate::ui::{human, json, table::Table};
 const EXAMPLES: &str = "\
 Examples:
   strata system df              totals per kind
-  strata system df -v           per image (SIZE, SHARED SIZE, UNIQUE SIZE) and per layer
+  strata system df -v           per image (SIZE, SHARED SIZE, UNIQUE SIZE), per layer,
+                                containers, build cache by stage with last use
   strata system df --format json";
 
 /// `strata system ...`.
@@ -103,7 +112,10 @@ struct ContainerRow {
     #[serde(rename = "ID")]
     id: String,
     image: String,
-    size: u64,
+    /// Bytes of its writable (upper) layer; `None` when it has none on disk.
+    size: Option<u64>,
+    /// Bytes of blobs only this container keeps.
+    blobs_size: u64,
 }
 
 /// One cache record in the verbose view.
@@ -112,8 +124,29 @@ struct ContainerRow {
 struct CacheRow {
     #[serde(rename = "ID")]
     id: String,
+    stage: Option<String>,
     size: u64,
     shared: bool,
+    last_used: Option<i64>,
+    created_by: Option<String>,
+}
+
+/// The build cache of one stage name in the verbose view.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct StageRow {
+    /// The stage's name (`stage-N` when it had none), `<unknown>` for older records.
+    stage: String,
+    records: usize,
+    /// Bytes of the blobs its records reach, each once.
+    size: u64,
+    /// The most recent use of any of its records.
+    last_used: Option<i64>,
+}
+
+/// The snapshot key of container `id`'s writable layer (the containers engine's naming).
+fn container_snapshot_key(id: &str) -> String {
+    format!("container-{id}")
 }
 
 /// Everything `system df` reports.
@@ -124,8 +157,11 @@ pub struct Report {
     layers: Vec<LayerRow>,
     containers: Vec<ContainerRow>,
     cache: Vec<CacheRow>,
+    stages: Vec<StageRow>,
     /// Bytes of blobs nothing references (`strata prune` frees them).
     unreferenced: u64,
+    /// Everything on disk, each blob and folder once.
+    total: u64,
 }
 
 /// Blob sizes, looked up once each.
@@ -181,9 +217,10 @@ fn images_row(
 fn containers_row(
     refs: &[Ref],
     only_theirs: &BTreeSet<Digest>,
+    upper: u64,
     sizes: &mut Sizes<'_>,
 ) -> anyhow::Result<TypeRow> {
-    let size = sizes.sum(only_theirs)?;
+    let size = sizes.sum(only_theirs)? + upper;
     Ok(TypeRow {
         kind: "Containers",
         total: refs.len(),
@@ -230,6 +267,9 @@ fn unpacked_layers_row(
         return Ok(row);
     };
     for info in snap.walk()? {
+        if is_container_layer(&info) {
+            continue;
+        }
         let size = snap.usage(&info.key)?.size;
         let active =
             info.kind != strata_overlay::Kind::Committed || reachable_chains.contains(&info.key);
@@ -242,6 +282,47 @@ fn unpacked_layers_row(
         }
     }
     Ok(row)
+}
+
+/// Whether a snapshot is a container's writable layer (counted with the containers).
+fn is_container_layer(info: &strata_overlay::Info) -> bool {
+    info.kind == strata_overlay::Kind::Active && info.key.starts_with("container-")
+}
+
+/// Bytes of every unpacked folder, each once.
+fn unpacked_total(snapshotter: Option<&Snapshotter>) -> anyhow::Result<u64> {
+    let Some(snap) = snapshotter else {
+        return Ok(0);
+    };
+    let mut total = 0;
+    for info in snap.walk()? {
+        total += snap.usage(&info.key)?.size;
+    }
+    Ok(total)
+}
+
+/// The upper layer of each container that has one on disk, by container ref name.
+fn upper_layers(
+    snapshotter: Option<&Snapshotter>,
+    refs: &[Ref],
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    let Some(snap) = snapshotter else {
+        return Ok(out);
+    };
+    let present: BTreeSet<String> = snap
+        .walk()?
+        .into_iter()
+        .filter(is_container_layer)
+        .map(|i| i.key)
+        .collect();
+    for r in refs {
+        let key = container_snapshot_key(&r.name);
+        if present.contains(&key) {
+            out.insert(r.name.clone(), snap.usage(&key)?.size);
+        }
+    }
+    Ok(out)
 }
 
 /// Gather the report.
@@ -292,9 +373,15 @@ pub fn report(store: &Store, snapshotter: Option<&Snapshotter>) -> anyhow::Resul
         .iter()
         .map(Digest::hex)
         .collect();
+    let uppers = upper_layers(snapshotter, &container_refs)?;
     let rows = vec![
         images_row(usage.images.len(), active, &by_images, &kept, &mut sizes)?,
-        containers_row(&container_refs, &only_containers, &mut sizes)?,
+        containers_row(
+            &container_refs,
+            &only_containers,
+            uppers.values().sum(),
+            &mut sizes,
+        )?,
         build_cache_row(&cache_refs, &by_cache, &not_cache, &mut sizes)?,
         unpacked_layers_row(snapshotter, &chains)?,
     ];
@@ -378,16 +465,52 @@ pub fn report(store: &Store, snapshotter: Option<&Snapshotter>) -> anyhow::Resul
         containers.push(ContainerRow {
             id: human::short_id(&r.name),
             image,
-            size: sizes.sum(mine.intersection(&only_containers))?,
+            size: uppers.get(&r.name).copied(),
+            blobs_size: sizes.sum(mine.intersection(&only_containers))?,
         });
     }
+
+    // Per cache record, then per stage (blobs once within a stage).
     let mut cache = Vec::new();
-    for r in &cache_refs {
-        let mine = reach(store, std::slice::from_ref(r))?;
+    let mut by_stage: BTreeMap<String, (usize, BTreeSet<Digest>, Option<i64>)> = BTreeMap::new();
+    for entry in records(store)? {
+        let CacheEntry {
+            name,
+            target,
+            last_used,
+            stage,
+            created_by,
+        } = entry;
+        let r = Ref {
+            kind: RefKind::Cache,
+            name,
+            target,
+        };
+        let mine = reach(store, std::slice::from_ref(&r))?;
+        let slot = by_stage
+            .entry(stage.clone().unwrap_or_else(|| "<unknown>".into()))
+            .or_default();
+        slot.0 += 1;
+        slot.1.extend(mine.iter().copied());
+        slot.2 = slot.2.max(last_used);
         cache.push(CacheRow {
             id: human::short_id(&r.name),
+            stage,
             size: sizes.sum(&mine)?,
             shared: mine.iter().any(|d| not_cache.contains(d)),
+            last_used,
+            created_by,
+        });
+    }
+    // By stage, the most recently used first.
+    cache.sort_by(|a, b| (&a.stage, b.last_used, &a.id).cmp(&(&b.stage, a.last_used, &b.id)));
+    let mut stages = Vec::new();
+    for (stage, (records, blobs, last_used)) in by_stage {
+        stages.push(StageRow {
+            stage,
+            records,
+            size: sizes.sum(&blobs)?,
+            last_used,
         });
     }
     Ok(Report {
@@ -396,7 +519,9 @@ pub fn report(store: &Store, snapshotter: Option<&Snapshotter>) -> anyhow::Resul
         layers,
         containers,
         cache,
+        stages,
         unreferenced: usage.reclaimable,
+        total: usage.total + unpacked_total(snapshotter)?,
     })
 }
 
@@ -463,9 +588,14 @@ pub fn render(report: &Report, verbose: bool, now: i64) -> String {
         }
         out.push_str(&t.render());
         out.push_str("\nContainers space usage:\n\n");
-        let mut t = Table::new(&["CONTAINER ID", "IMAGE", "SIZE"]);
+        let mut t = Table::new(&["CONTAINER ID", "IMAGE", "SIZE", "BLOBS"]);
         for c in &report.containers {
-            t.row(vec![c.id.clone(), c.image.clone(), human::size(c.size)]);
+            t.row(vec![
+                c.id.clone(),
+                c.image.clone(),
+                c.size.map_or_else(|| "-".into(), human::size),
+                human::size(c.blobs_size),
+            ]);
         }
         out.push_str(&t.render());
         let cache_size = report
@@ -477,12 +607,33 @@ pub fn render(report: &Report, verbose: bool, now: i64) -> String {
             "\nBuild cache usage: {}\n\n",
             human::size4(cache_size)
         ));
-        let mut t = Table::new(&["CACHE ID", "SIZE", "SHARED"]);
+        let mut t = Table::new(&["STAGE", "RECORDS", "SIZE", "LAST USED"]);
+        for st in &report.stages {
+            t.row(vec![
+                st.stage.clone(),
+                st.records.to_string(),
+                human::size(st.size),
+                human::since(st.last_used, now),
+            ]);
+        }
+        out.push_str(&t.render());
+        out.push('\n');
+        let mut t = Table::new(&[
+            "CACHE ID",
+            "STAGE",
+            "SIZE",
+            "SHARED",
+            "CREATED BY",
+            "LAST USED",
+        ]);
         for c in &report.cache {
             t.row(vec![
                 c.id.clone(),
+                c.stage.clone().unwrap_or_else(|| "<unknown>".into()),
                 human::size(c.size),
                 c.shared.to_string(),
+                human::ellipsis(c.created_by.as_deref().unwrap_or("-"), 45),
+                human::since(c.last_used, now),
             ]);
         }
         out.push_str(&t.render());
@@ -493,6 +644,10 @@ pub fn render(report: &Report, verbose: bool, now: i64) -> String {
             human::size4(report.unreferenced)
         ));
     }
+    out.push_str(&format!(
+        "\nTotal: {} (every blob and unpacked folder once)\n",
+        human::size4(report.total)
+    ));
     out
 }
 
@@ -516,7 +671,9 @@ struct JsonVerbose<'a> {
     layers: &'a [LayerRow],
     containers: &'a [ContainerRow],
     build_cache: &'a [CacheRow],
+    build_cache_stages: &'a [StageRow],
     unreferenced_size: u64,
+    total_size: u64,
 }
 
 pub fn run(global: &GlobalArgs, command: &SystemCommand) -> anyhow::Result<ExitCode> {
@@ -550,7 +707,9 @@ pub fn run(global: &GlobalArgs, command: &SystemCommand) -> anyhow::Result<ExitC
                 layers: &report.layers,
                 containers: &report.containers,
                 build_cache: &report.cache,
+                build_cache_stages: &report.stages,
                 unreferenced_size: report.unreferenced,
+                total_size: report.total,
             },
         )?,
     }

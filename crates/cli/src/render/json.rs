@@ -52,4 +52,35 @@ mod tests {
             "{\"event\":\"cached\",\"step\":2,\"key\":\"sha256:ab\"}\n{\"event\":\"step_done\",\"step\":2,\"duration\":0.5}\n"
         );
     }
+
+    #[test]
+    fn the_finished_event_carries_the_explain_summary() {
+        use strata_builder::progress::{BuildSummary, CacheMissSummary, CacheSummary};
+        let (out, data) = buffer();
+        Json::new(out).report(&Event::BuildFinished(BuildSummary {
+            image_id: None,
+            steps: 3,
+            cached: 1,
+            warnings: 0,
+            cache: CacheSummary {
+                cached: 1,
+                run: 1,
+                first_miss: Some(CacheMissSummary {
+                    step: StepId(3),
+                    label: "[2/2] RUN make".into(),
+                    reason: "the previous step changed".into(),
+                }),
+            },
+            duration: Duration::from_secs(2),
+        }));
+        let v: serde_json::Value = serde_json::from_str(text(&data).trim()).unwrap();
+        assert_eq!(v["event"], "build_finished");
+        assert_eq!(v["cache"]["cached"], 1);
+        assert_eq!(v["cache"]["run"], 1);
+        assert_eq!(v["cache"]["first_miss"]["step"], 3);
+        assert_eq!(
+            v["cache"]["first_miss"]["reason"],
+            "the previous step changed"
+        );
+    }
 }

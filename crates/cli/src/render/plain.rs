@@ -16,7 +16,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use strata_builder::progress::{Event, Reporter, StepId, StepInfo};
+use strata_builder::progress::{BuildSummary, Event, Reporter, StepId, StepInfo};
+use strata_builder::StepOutcome;
 
 use super::{emit, Out};
 
@@ -41,6 +42,32 @@ pub fn step_label(info: &StepInfo) -> String {
     } else {
         format!("[{} {k}] {}", info.stage, info.instruction)
     }
+}
+
+/// `--explain`'s closing lines: steps cached and run, the first miss and its cause, then
+/// the other misses (from `steps`, the build's outcomes) with theirs.
+///
+/// ```text
+/// cache: 2 cached, 3 run; first miss: #4 [base 2/3] COPY app/ /app: file app/main.rs changed
+///   #5 [base 3/3] RUN make: the previous step changed
+/// ```
+pub fn explain_lines(summary: &BuildSummary, steps: &[StepOutcome]) -> String {
+    let c = &summary.cache;
+    let mut s = format!("\ncache: {} cached, {} run", c.cached, c.run);
+    if let Some(first) = &c.first_miss {
+        s.push_str(&format!(
+            "; first miss: #{} {}: {}",
+            first.step.0, first.label, first.reason
+        ));
+    }
+    s.push('\n');
+    let first = c.first_miss.as_ref().map(|m| m.step);
+    for step in steps.iter().filter(|o| !o.cached && Some(o.id) != first) {
+        if let Some(reason) = &step.reason {
+            s.push_str(&format!("  #{} {}: {reason}\n", step.id.0, step.label));
+        }
+    }
+    s
 }
 
 impl Plain {
@@ -196,6 +223,68 @@ mod tests {
         #3 ERROR: RUN false returned exit code 1
         #3 FAILED 0.0s
         "###);
+    }
+
+    #[test]
+    fn explain_names_the_first_miss_then_the_others() {
+        use strata_builder::progress::{CacheMissSummary, CacheSummary};
+        let outcome = |id: usize, label: &str, cached: bool, reason: Option<&str>| StepOutcome {
+            id: StepId(id),
+            label: label.into(),
+            cached,
+            reason: reason.map(str::to_string),
+        };
+        let steps = [
+            outcome(
+                1,
+                "[base 1/3] FROM docker.io/library/busybox:latest",
+                true,
+                None,
+            ),
+            outcome(2, "[base 2/3] WORKDIR /app", true, None),
+            outcome(
+                3,
+                "[base 3/3] COPY app/ /app",
+                false,
+                Some("file app/main.rs changed"),
+            ),
+            outcome(
+                4,
+                "[2/2] RUN make",
+                false,
+                Some("the previous step changed"),
+            ),
+        ];
+        let mut summary = BuildSummary {
+            image_id: None,
+            steps: 4,
+            cached: 2,
+            warnings: 0,
+            cache: CacheSummary {
+                cached: 1,
+                run: 2,
+                first_miss: Some(CacheMissSummary {
+                    step: StepId(3),
+                    label: "[base 3/3] COPY app/ /app".into(),
+                    reason: "file app/main.rs changed".into(),
+                }),
+            },
+            duration: Duration::from_secs(1),
+        };
+        insta::assert_snapshot!(explain_lines(&summary, &steps), @r###"
+
+        cache: 1 cached, 2 run; first miss: #3 [base 3/3] COPY app/ /app: file app/main.rs changed
+          #4 [2/2] RUN make: the previous step changed
+        "###);
+        summary.cache = CacheSummary {
+            cached: 3,
+            run: 0,
+            first_miss: None,
+        };
+        assert_eq!(
+            explain_lines(&summary, &steps[..2]),
+            "\ncache: 3 cached, 0 run\n"
+        );
     }
 
     /// Output lines carry the seconds since their step started: mask them.

@@ -28,6 +28,37 @@ pub fn size4(bytes: u64) -> String {
     size_with_precision(bytes, 4)
 }
 
+/// A size as Docker's `--keep-storage` reads it (go-units' `RAMInBytes`): a number, an
+/// optional space, then an optional `k`, `m`, `g`, `t` or `p` (any case, powers of 1024)
+/// with an optional `i` and `b`: `512`, `100MB`, `1.5g`, `2 GiB`.
+pub fn parse_ram_size(text: &str) -> Result<u64, String> {
+    let bad =
+        || format!("invalid size {text:?} (expected a number with an optional unit: 512MB, 2GB)");
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let unit = unit.strip_prefix(' ').unwrap_or(unit).to_ascii_lowercase();
+    let unit = unit.strip_suffix('b').unwrap_or(&unit);
+    let unit = unit.strip_suffix('i').unwrap_or(unit);
+    let power = match unit {
+        "" => 0,
+        "k" => 1,
+        "m" => 2,
+        "g" => 3,
+        "t" => 4,
+        "p" => 5,
+        _ => return Err(bad()),
+    };
+    let bytes = value * 1024f64.powi(power);
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
+}
+
 /// Go's `%.*g` for a finite, non-negative value.
 fn go_g(value: f64, precision: usize) -> String {
     if value == 0.0 {
@@ -221,6 +252,19 @@ pub fn short_id(id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ram_sizes_parse_as_docker_reads_keep_storage() {
+        assert_eq!(parse_ram_size("512"), Ok(512));
+        assert_eq!(parse_ram_size("10k"), Ok(10 * 1024));
+        assert_eq!(parse_ram_size("100MB"), Ok(100 << 20));
+        assert_eq!(parse_ram_size("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_ram_size("2 GiB"), Ok(2 << 30));
+        assert_eq!(parse_ram_size("0"), Ok(0));
+        for bad in ["", "MB", "10XB", "1..2", "-1", "1e9"] {
+            assert!(parse_ram_size(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sizes_match_go_units() {

@@ -175,23 +175,41 @@ fn images_row(
     })
 }
 
-/// The containers row. Running state is not recorded yet, so ACTIVE is 0; the sizes are the
-/// blobs only container records keep (their writable layers are snapshots, counted once
-/// `strata run` exists).
+/// The containers row: the blobs only container records keep plus each container's
+/// writable layer; ACTIVE and not reclaimable are the running ones.
 fn containers_row(
     refs: &[Ref],
     only_theirs: &BTreeSet<Digest>,
     sizes: &mut Sizes<'_>,
+    snapshotter: Option<&Snapshotter>,
 ) -> anyhow::Result<TypeRow> {
-    let size = sizes.sum(only_theirs)?;
+    let mut size = sizes.sum(only_theirs)?;
+    let mut running = 0;
+    let mut running_size = 0;
+    for r in refs {
+        let upper = writable_size(snapshotter, &r.name);
+        size += upper;
+        if strata_builder::container::is_running(sizes.store.root(), &r.name) {
+            running += 1;
+            running_size += upper;
+        }
+    }
     Ok(TypeRow {
         kind: "Containers",
         total: refs.len(),
-        active: 0,
+        active: running,
         size,
-        reclaimable: size,
+        reclaimable: size - running_size,
         percent: true,
     })
+}
+
+/// Bytes in container `id`'s writable layer (0 when it has none).
+fn writable_size(snapshotter: Option<&Snapshotter>, id: &str) -> u64 {
+    let key = strata_builder::container::snapshot_key(id);
+    snapshotter
+        .and_then(|s| s.usage(&key).ok())
+        .map_or(0, |u| u.size)
 }
 
 /// The build cache row: every cache record, RECLAIMABLE without what images or containers
@@ -230,6 +248,10 @@ fn unpacked_layers_row(
         return Ok(row);
     };
     for info in snap.walk()? {
+        // Containers' writable layers are counted in the containers row.
+        if info.key.starts_with("container-") {
+            continue;
+        }
         let size = snap.usage(&info.key)?.size;
         let active =
             info.kind != strata_overlay::Kind::Committed || reachable_chains.contains(&info.key);
@@ -294,7 +316,7 @@ pub fn report(store: &Store, snapshotter: Option<&Snapshotter>) -> anyhow::Resul
         .collect();
     let rows = vec![
         images_row(usage.images.len(), active, &by_images, &kept, &mut sizes)?,
-        containers_row(&container_refs, &only_containers, &mut sizes)?,
+        containers_row(&container_refs, &only_containers, &mut sizes, snapshotter)?,
         build_cache_row(&cache_refs, &by_cache, &not_cache, &mut sizes)?,
         unpacked_layers_row(snapshotter, &chains)?,
     ];
@@ -378,7 +400,8 @@ pub fn report(store: &Store, snapshotter: Option<&Snapshotter>) -> anyhow::Resul
         containers.push(ContainerRow {
             id: human::short_id(&r.name),
             image,
-            size: sizes.sum(mine.intersection(&only_containers))?,
+            size: sizes.sum(mine.intersection(&only_containers))?
+                + writable_size(snapshotter, &r.name),
         });
     }
     let mut cache = Vec::new();

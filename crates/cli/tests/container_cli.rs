@@ -211,7 +211,28 @@ fn kept_containers_are_listed_and_removed() {
             .2,
         4
     );
-    f.ok(&["run", "--name", "second", "busybox", "true"]);
+    f.ok(&[
+        "run",
+        "--name",
+        "second",
+        "busybox",
+        "dd",
+        "if=/dev/zero",
+        "of=/zeros",
+        "bs=1024",
+        "count=300",
+    ]);
+    // Its writable layer is what `system df -v` counts for it.
+    let df: serde_json::Value =
+        serde_json::from_str(&f.ok(&["system", "df", "-v", "--format", "json"])).unwrap();
+    let sizes: Vec<u64> = df["Containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["Size"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes.len(), 2, "{df}");
+    assert!(sizes.iter().any(|s| *s >= 300 * 1024), "{sizes:?}");
     // Not running: `ps` alone shows only the header.
     assert_eq!(f.lines(&["ps"]).len(), 1);
     let table = f.lines(&["ps", "-a"]);
@@ -292,6 +313,18 @@ fn rm_f_kills_a_running_container() {
         assert!(std::time::Instant::now() < deadline, "never running");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // `system df` counts it as active, and its writable layer.
+    let df: Vec<serde_json::Value> = f
+        .lines(&["system", "df", "--format", "json"])
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let row = df.iter().find(|r| r["Type"] == "Containers").unwrap();
+    assert_eq!(
+        (&row["TotalCount"], &row["Active"]),
+        (&"1".into(), &"1".into()),
+        "{row}"
+    );
     let (_, err, code) = f.outcome(&["rm", "sleeper"]);
     assert_eq!(code, 1);
     assert!(err.contains("it is running"), "{err}");

@@ -2,8 +2,8 @@
 
 mod analyze;
 mod build;
-mod commit;
 mod check;
+mod commit;
 mod completion;
 mod diff;
 mod export;

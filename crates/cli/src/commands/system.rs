@@ -10,8 +10,7 @@
 //!   cache records or used images still need stay).
 //! - Containers: `containers/` refs; SIZE and RECLAIMABLE are the blobs only containers keep
 //!   plus their writable (upper) layers, the active snapshots `container-<id>`. ACTIVE
-//!   (running containers) is 0 until `strata run` records running state: extend
-//!   [`containers_row`] then.
+//!   counts running containers, whose writable layers are not reclaimable.
 //! - Build Cache: `cache/` refs; RECLAIMABLE leaves out blobs images or containers share.
 //!   ACTIVE (records in use by a running build) is 0: builds hold no records between runs.
 //! - Unpacked Layers: the snapshotter's folders (overlay2 `diff/` or vfs copies). ACTIVE
@@ -211,22 +210,31 @@ fn images_row(
     })
 }
 
-/// The containers row. Running state is not recorded yet, so ACTIVE is 0; the sizes are the
-/// blobs only container records keep (their writable layers are snapshots, counted once
-/// `strata run` exists).
+/// The containers row: the blobs only container records keep plus each container's
+/// writable layer; ACTIVE and not reclaimable are the running ones.
 fn containers_row(
     refs: &[Ref],
     only_theirs: &BTreeSet<Digest>,
-    upper: u64,
+    uppers: &BTreeMap<String, u64>,
     sizes: &mut Sizes<'_>,
 ) -> anyhow::Result<TypeRow> {
-    let size = sizes.sum(only_theirs)? + upper;
+    let mut size = sizes.sum(only_theirs)?;
+    let mut running = 0;
+    let mut running_size = 0;
+    for r in refs {
+        let upper = uppers.get(&r.name).copied().unwrap_or(0);
+        size += upper;
+        if strata_builder::container::is_running(sizes.store.root(), &r.name) {
+            running += 1;
+            running_size += upper;
+        }
+    }
     Ok(TypeRow {
         kind: "Containers",
         total: refs.len(),
-        active: 0,
+        active: running,
         size,
-        reclaimable: size,
+        reclaimable: size - running_size,
         percent: true,
     })
 }
@@ -376,12 +384,7 @@ pub fn report(store: &Store, snapshotter: Option<&Snapshotter>) -> anyhow::Resul
     let uppers = upper_layers(snapshotter, &container_refs)?;
     let rows = vec![
         images_row(usage.images.len(), active, &by_images, &kept, &mut sizes)?,
-        containers_row(
-            &container_refs,
-            &only_containers,
-            uppers.values().sum(),
-            &mut sizes,
-        )?,
+        containers_row(&container_refs, &only_containers, &uppers, &mut sizes)?,
         build_cache_row(&cache_refs, &by_cache, &not_cache, &mut sizes)?,
         unpacked_layers_row(snapshotter, &chains)?,
     ];

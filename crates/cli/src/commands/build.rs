@@ -14,9 +14,11 @@ use std::sync::OnceLock;
 use anyhow::{bail, Context};
 use clap::Args;
 use strata_builder::exec::{CancelToken, NetworkMode};
-use strata_builder::{BuildOptions, BuildResult, SecretSpec};
+use strata_builder::remote_cache::{CacheExport, CacheImport};
+use strata_builder::{BuildOptions, BuildResult, PullPolicy, SecretSpec};
 use strata_store::{ArchiveFormat, SaveOptions};
 
+use super::registry::RegistryArgs;
 use crate::global::GlobalArgs;
 use crate::render::{self, emit, Progress};
 use crate::ui::error::Failure;
@@ -88,6 +90,27 @@ pub struct BuildArgs {
     /// epoch), for reproducible images.
     #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS")]
     source_date_epoch: Option<i64>,
+
+    /// Read build cache records from here (repeatable; the first that has a step wins):
+    /// `type=registry,ref=REGISTRY/REPO:TAG`, a bare `REGISTRY/REPO:TAG`, or
+    /// `type=local,src=DIR[,tag=TAG]`. Only the layers the build needs are fetched.
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    cache_from: Vec<String>,
+
+    /// Write this build's cache records there (repeatable):
+    /// `type=registry,ref=REGISTRY/REPO:TAG` or `type=local,dest=DIR[,tag=TAG]`, with
+    /// `mode=min` (default: the result's steps) or `mode=max` (every stage's), and
+    /// `timeout=DURATION` (default 10m). A failed export is a warning, never a failed build.
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    cache_to: Vec<String>,
+
+    /// Check the tag of every image the Dockerfile names against its registry and pull it
+    /// when it moved (images missing from the store are always pulled).
+    #[arg(long)]
+    pull: bool,
+
+    #[command(flatten)]
+    registry: RegistryArgs,
 
     /// The build context: a folder, or `-` for standard input (a Dockerfile, or a tar of the
     /// context).
@@ -301,6 +324,24 @@ pub fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     opts.no_cache_filter = args.no_cache_filter.clone();
     opts.network = network;
     opts.source_date_epoch = args.source_date_epoch;
+    opts.pull = if args.pull {
+        PullPolicy::Always
+    } else {
+        PullPolicy::Missing
+    };
+    opts.registry = args.registry.client_options();
+    opts.cache_from = args
+        .cache_from
+        .iter()
+        .map(|s| CacheImport::parse(s))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    opts.cache_to = args
+        .cache_to
+        .iter()
+        .map(|s| CacheExport::parse(s))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Failure::usage(e.to_string()))?;
     opts.secrets = args
         .secrets
         .iter()

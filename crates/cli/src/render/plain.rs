@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use strata_builder::progress::{Event, Reporter, StepId, StepInfo};
+use strata_store::human_size;
 
 use super::{emit, Out};
 
@@ -30,6 +31,12 @@ pub struct Plain {
 struct State {
     started: HashMap<StepId, Instant>,
     cached: HashSet<StepId>,
+}
+
+/// `sha256:` and the first 12 hex digits of a digest.
+fn short_id(digest: &str) -> String {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    format!("sha256:{}", &hex[..hex.len().min(12)])
 }
 
 /// `[stage k/n]` with `k` padded to the width of `n`, as BuildKit aligns it.
@@ -109,6 +116,62 @@ impl Reporter for Plain {
                 step: None,
                 message,
             } => format!("WARN: {message}\n"),
+            Event::PullStarted { image } => format!("pulling {image}\n"),
+            Event::PullDone {
+                image,
+                id,
+                downloaded: 0,
+                ..
+            } => format!("{image} is up to date ({})\n", short_id(id)),
+            Event::PullDone {
+                image,
+                id,
+                downloaded,
+                bytes,
+                duration,
+            } => format!(
+                "pulled {image} ({}): {downloaded} blob(s), {} in {:.1}s\n",
+                short_id(id),
+                human_size(*bytes),
+                duration.as_secs_f64()
+            ),
+            Event::CacheImported {
+                source,
+                found: false,
+                ..
+            } => format!("importing cache from {source}: nothing there yet\n"),
+            Event::CacheImported {
+                source,
+                records,
+                duration,
+                ..
+            } => format!(
+                "importing cache from {source}: {records} record(s) in {:.1}s\n",
+                duration.as_secs_f64()
+            ),
+            Event::CacheLayerFetched {
+                source,
+                digest,
+                size,
+                duration,
+            } => format!(
+                "fetched layer {} ({}) from {source} in {:.1}s\n",
+                short_id(digest),
+                human_size(*size),
+                duration.as_secs_f64()
+            ),
+            Event::CacheExported {
+                target,
+                records,
+                layers,
+                sent,
+                bytes,
+                duration,
+            } => format!(
+                "exported cache to {target}: {records} record(s), {layers} layer(s), {sent} sent ({}) in {:.1}s\n",
+                human_size(*bytes),
+                duration.as_secs_f64()
+            ),
             _ => return,
         };
         emit(&self.out, &text);

@@ -261,6 +261,70 @@ mod tests {
         "###);
     }
 
+    #[test]
+    fn renders_pulls_and_the_shared_cache() {
+        let (out, data) = buffer();
+        let plain = Plain::new(out);
+        let id = format!("sha256:{}", "ab".repeat(32));
+        let events = [
+            Event::PullStarted {
+                image: "127.0.0.1:5000/base:1".into(),
+            },
+            Event::PullDone {
+                image: "127.0.0.1:5000/base:1".into(),
+                id: id.clone(),
+                downloaded: 2,
+                bytes: 1_500_000,
+                duration: Duration::from_millis(300),
+            },
+            Event::PullDone {
+                image: "127.0.0.1:5000/base:1".into(),
+                id: id.clone(),
+                downloaded: 0,
+                bytes: 0,
+                duration: Duration::from_millis(5),
+            },
+            Event::CacheImported {
+                source: "127.0.0.1:5000/app:cache".into(),
+                found: true,
+                records: 7,
+                duration: Duration::from_millis(40),
+            },
+            Event::CacheImported {
+                source: "/var/cache/app".into(),
+                found: false,
+                records: 0,
+                duration: Duration::from_millis(1),
+            },
+            Event::CacheLayerFetched {
+                source: "127.0.0.1:5000/app:cache".into(),
+                digest: id.clone(),
+                size: 2048,
+                duration: Duration::from_millis(20),
+            },
+            Event::CacheExported {
+                target: "127.0.0.1:5000/app:cache".into(),
+                records: 7,
+                layers: 5,
+                sent: 2,
+                bytes: 3_000_000,
+                duration: Duration::from_millis(900),
+            },
+        ];
+        for e in &events {
+            plain.report(e);
+        }
+        insta::assert_snapshot!(text(&data), @r###"
+        pulling 127.0.0.1:5000/base:1
+        pulled 127.0.0.1:5000/base:1 (sha256:abababababab): 2 blob(s), 1.5MB in 0.3s
+        127.0.0.1:5000/base:1 is up to date (sha256:abababababab)
+        importing cache from 127.0.0.1:5000/app:cache: 7 record(s) in 0.0s
+        importing cache from /var/cache/app: nothing there yet
+        fetched layer sha256:abababababab (2.048kB) from 127.0.0.1:5000/app:cache in 0.0s
+        exported cache to 127.0.0.1:5000/app:cache: 7 record(s), 5 layer(s), 2 sent (3MB) in 0.9s
+        "###);
+    }
+
     /// Output lines carry the seconds since their step started: mask them.
     fn regex_lite_replace(text: &str) -> String {
         text.lines()

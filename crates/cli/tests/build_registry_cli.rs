@@ -204,8 +204,10 @@ fn cache_to_a_registry_then_a_fresh_store_hits_every_step() {
     let (big, big_size) = layers[0].clone();
     assert!(big_size > 2_000_000, "{layers:?}");
 
-    // A second machine: an empty store. FROM pulls the base; every step hits.
+    // A second machine: an empty store, the same files in another folder. FROM pulls the
+    // base; every step hits.
     let second = tmp.path().join("second");
+    let ctx = context(&tmp.path().join("elsewhere"), &two_stages(&base));
     let before = reg.requests().len();
     let started = Instant::now();
     let (id, out) = build(

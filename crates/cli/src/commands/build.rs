@@ -19,6 +19,17 @@ use strata_builder::{BuildOptions, BuildResult, PullPolicy, SecretSpec};
 use strata_store::{ArchiveFormat, SaveOptions};
 
 use super::registry::RegistryArgs;
+
+/// `--pull[=WHEN]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum PullArg {
+    /// Check every tag against its registry.
+    Always,
+    /// Pull only images missing from the store.
+    Missing,
+    /// Never pull: a missing image is an error.
+    Never,
+}
 use crate::global::GlobalArgs;
 use crate::render::{self, emit, Progress};
 use crate::ui::error::Failure;
@@ -104,10 +115,17 @@ pub struct BuildArgs {
     #[arg(long = "cache-to", value_name = "SPEC")]
     cache_to: Vec<String>,
 
-    /// Check the tag of every image the Dockerfile names against its registry and pull it
-    /// when it moved (images missing from the store are always pulled).
-    #[arg(long)]
-    pull: bool,
+    /// When to pull the images the Dockerfile names: `--pull` (= `always`) checks every
+    /// tag against its registry and pulls it when it moved; `missing` (the default without
+    /// the flag) pulls only images the store lacks; `never` builds offline.
+    #[arg(
+        long,
+        value_name = "WHEN",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "always"
+    )]
+    pull: Option<PullArg>,
 
     #[command(flatten)]
     registry: RegistryArgs,
@@ -324,10 +342,10 @@ pub fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     opts.no_cache_filter = args.no_cache_filter.clone();
     opts.network = network;
     opts.source_date_epoch = args.source_date_epoch;
-    opts.pull = if args.pull {
-        PullPolicy::Always
-    } else {
-        PullPolicy::Missing
+    opts.pull = match args.pull {
+        Some(PullArg::Always) => PullPolicy::Always,
+        Some(PullArg::Missing) | None => PullPolicy::Missing,
+        Some(PullArg::Never) => PullPolicy::Never,
     };
     opts.registry = args.registry.client_options();
     opts.cache_from = args

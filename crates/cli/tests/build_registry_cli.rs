@@ -357,12 +357,27 @@ fn a_failed_cache_export_is_a_warning_and_its_time_is_bounded() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
     };
+    let started = Instant::now();
     let (id, out) = build(
         &root,
         &ctx,
         "app:1",
-        &["--cache-to", &format!("type=registry,ref={down}/app:cache")],
+        &[
+            "--cache-from",
+            &format!("type=registry,ref={down}/app:cache"),
+            "--cache-to",
+            &format!("type=registry,ref={down}/app:cache"),
+        ],
     );
+    let took = started.elapsed();
+    assert!(
+        out.contains(&format!(
+            "WARN: cannot read the cache {down}/app:cache, building without it"
+        )),
+        "{out}"
+    );
+    // Reading retries twice (0.75 s of backoff), the export three times (1.75 s).
+    assert!(took < Duration::from_secs(20), "{took:?}\n{out}");
     assert!(
         out.contains(&format!(
             "WARN: the build cache was not exported to {down}/app:cache"

@@ -56,6 +56,9 @@ use crate::engine::{Engine, LayerRef};
 use crate::progress::{Event, Reporter};
 use crate::Error;
 
+/// Retries when reading a `--cache-from`'s manifest and config.
+pub const IMPORT_RETRIES: u32 = 2;
+
 /// Layer fetches at once (they wait on the network or the disk, not the CPU).
 const MAX_PARALLEL_FETCHES: usize = 4;
 
@@ -84,7 +87,9 @@ impl RemoteCache {
     }
 
     /// Reads every source's records (manifest and config only). A source that cannot be
-    /// read is reported as a warning and skipped; the warnings are returned too.
+    /// read is reported as a warning and skipped; the warnings are returned too. Reading
+    /// retries less than `client` does ([`IMPORT_RETRIES`]): a cache registry that is down
+    /// should cost a build seconds, not the full backoff; layers are fetched with `client`.
     pub fn import(
         imports: &[CacheImport],
         client: &Arc<Client>,
@@ -92,10 +97,13 @@ impl RemoteCache {
     ) -> (RemoteCache, Vec<String>) {
         let mut cache = RemoteCache::new();
         let mut warnings = Vec::new();
+        let mut options = client.options().clone();
+        options.retries = options.retries.min(IMPORT_RETRIES);
+        let reader = Arc::new(Client::new(options));
         for import in imports {
             let source = Source::new(&import.location, client);
             let started = Instant::now();
-            match source.load() {
+            match Source::new(&import.location, &reader).load() {
                 Ok(content) => {
                     let records = content.as_ref().map_or(0, |c| c.records.len());
                     reporter.report(&Event::CacheImported {

@@ -50,6 +50,8 @@ use crate::platform::{is_proxy_arg, platform_args, Platform};
 use crate::progress::{
     BuildSummary, CacheMissSummary, CacheSummary, Event, Reporter, StepId, StepInfo,
 };
+use crate::pull::{PullPolicy, Puller};
+use crate::remote_cache::{self, CacheExport, CacheImport, CacheRecord, CopyHash, RemoteCache};
 use crate::runstep::{self, BindFrom, RunContext, RunEnv, SecretSource};
 use crate::timefmt::{now_secs, rfc3339};
 use crate::user::resolve_chown_in;
@@ -153,6 +155,14 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<i64>,
     /// Compression of new layers.
     pub compression: Compression,
+    /// When images named by `FROM` and `--from` are pulled (`--pull`: always check).
+    pub pull: PullPolicy,
+    /// How registries are reached, for pulls and the shared cache.
+    pub registry: strata_store::registry::ClientOptions,
+    /// `--cache-from`: shared caches to read records from, in order of preference.
+    pub cache_from: Vec<CacheImport>,
+    /// `--cache-to`: where to write this build's records once it succeeded.
+    pub cache_to: Vec<CacheExport>,
 }
 
 impl BuildOptions {
@@ -172,6 +182,10 @@ impl BuildOptions {
             secrets: Vec::new(),
             source_date_epoch: None,
             compression: Compression::Zstd,
+            pull: PullPolicy::default(),
+            registry: strata_store::registry::ClientOptions::default(),
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
         }
     }
 }
@@ -232,6 +246,8 @@ struct StageState {
     parent: Parent,
     scope: StageScope,
     apply: ApplyState,
+    /// The records of the steps whose layers make up this stage (for `--cache-to`).
+    records: Vec<CacheRecord>,
 }
 
 /// One running build.
@@ -254,6 +270,12 @@ struct Build<'a> {
     consumed: Mutex<BTreeSet<String>>,
     results: Mutex<Vec<Option<Arc<StageState>>>>,
     outcomes: Mutex<BTreeMap<StepId, StepOutcome>>,
+    /// What the `--cache-from`s offer.
+    remote: Arc<RemoteCache>,
+    /// Steps answered from `remote`, to record locally once their layers are here.
+    remote_hits: Mutex<Vec<(CacheRecord, String)>>,
+    /// What `COPY --from` sources hashed to in this build (for `--cache-to`).
+    copy_hashes: Mutex<Vec<CopyHash>>,
 }
 
 impl Engine {
@@ -331,13 +353,9 @@ impl Engine {
         let builtins = platform_args(&host, &host);
         let globals = global_scope(&df, &build_args, &builtins)?;
         let store = self.store();
-        let resolve = |name: &str| -> Result<Option<Image>, Error> {
-            match store.resolve(name) {
-                Ok(i) => Ok(Some(i)),
-                Err(strata_store::Error::ImageNotFound { .. }) => Ok(None),
-                Err(e) => Err(e.into()),
-            }
-        };
+        let client = Arc::new(strata_store::registry::Client::new(opts.registry.clone()));
+        let puller = Puller::new(store, &client, opts.pull, reporter);
+        let resolve = |name: &str| puller.resolve(name);
         let plan = plan(&df, globals, opts.target.as_deref(), &host, &resolve)?;
         // As BuildKit: lint findings fail the build only under `# check=error=true` (which
         // makes every finding an error). What cannot be built anyway is refused on its own:
@@ -385,6 +403,8 @@ impl Engine {
             .iter()
             .map(|s| (s.id.clone(), s.source.clone()))
             .collect();
+        let (remote, import_warnings) = RemoteCache::import(&opts.cache_from, &client, reporter);
+        warnings.extend(import_warnings);
         let n_stages = df.stages.len();
         let build = Build {
             engine: self,
@@ -405,6 +425,9 @@ impl Engine {
             consumed: Mutex::new(BTreeSet::new()),
             results: Mutex::new(vec![None; n_stages]),
             outcomes: Mutex::new(BTreeMap::new()),
+            remote: Arc::new(remote),
+            remote_hits: Mutex::new(Vec::new()),
+            copy_hashes: Mutex::new(Vec::new()),
         };
         // GC waits while we hold this, so nothing we write disappears before it is tagged.
         let lease = self.store().lease()?;
@@ -422,7 +445,13 @@ impl Engine {
                 .collect();
             self.store().tag_all(&refs)?;
         }
+        build.record_remote_hits();
         drop(lease);
+        for spec in &opts.cache_to {
+            if let Some(w) = build.export_cache(spec) {
+                warnings.push(w);
+            }
+        }
 
         if let Some(unused) = build.unused_build_args() {
             reporter.report(&Event::Warning {
@@ -674,6 +703,7 @@ impl Build<'_> {
                     parent: Parent::None,
                     scope: StageScope::default(),
                     apply: ApplyState::default(),
+                    records: Vec::new(),
                 }
             }
             Base::Image { name, image } => {
@@ -688,6 +718,7 @@ impl Build<'_> {
                     },
                     scope: StageScope::default(),
                     apply: ApplyState::default(),
+                    records: Vec::new(),
                 }
             }
             Base::Stage(p) => {
@@ -962,6 +993,16 @@ impl Build<'_> {
             inputs,
             false,
             &mut |rootfs, sink| {
+                // Binds of stages or images built from shared-cache hits need their layers.
+                for m in &plan.mounts {
+                    if let runstep::MountPlan::Bind {
+                        from: BindFrom::Layers { layers, .. },
+                        ..
+                    } = m
+                    {
+                        self.local_layers(layers)?;
+                    }
+                }
                 std::fs::create_dir_all(&step_scratch)
                     .map_err(|e| Error::io("create", &step_scratch, e))?;
                 let env = RunEnv {
@@ -1058,34 +1099,47 @@ impl Build<'_> {
         let step_scratch = self.scratch.join(format!("step-{}", info.id.0));
         std::fs::create_dir_all(&step_scratch)
             .map_err(|e| Error::io("create", &step_scratch, e))?;
-        // A stage's or image's files are read from a mounted view, for hashing and copying.
+        // A stage's or image's files are read from a mounted view, for hashing and copying;
+        // it is mounted only when needed (a remembered hash spares it on a cache hit).
         let mut source_chain = None;
-        let source_view = match &raw_from {
-            Some(from) => {
-                let BindFrom::Layers { layers, .. } = self.bind_from(from)? else {
-                    return Err(Error::InvalidSpec {
-                        reason: "COPY --from resolved to the context".into(),
-                    });
-                };
-                let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id).collect();
-                source_chain = Some(chain_name(&diff_ids).unwrap_or_else(|| "empty".into()));
-                Some(self.engine.view(&layers, &step_scratch)?)
+        let mut source_layers = None;
+        if let Some(from) = &raw_from {
+            let BindFrom::Layers { layers, .. } = self.bind_from(from)? else {
+                return Err(Error::InvalidSpec {
+                    reason: "COPY --from resolved to the context".into(),
+                });
+            };
+            let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id).collect();
+            source_chain = Some(chain_name(&diff_ids).unwrap_or_else(|| "empty".into()));
+            source_layers = Some(layers);
+        }
+        let source_view = std::cell::OnceCell::new();
+        let source_root = || match &source_layers {
+            Some(layers) => {
+                if source_view.get().is_none() {
+                    self.local_layers(layers)?;
+                    let view = self.engine.view(layers, &step_scratch)?;
+                    let _ = source_view.set(view);
+                }
+                let root = source_view
+                    .get()
+                    .map(|v: &crate::engine::View<'_>| v.path())
+                    .ok_or_else(|| Error::InvalidSpec {
+                        reason: "the COPY --from view is not mounted".into(),
+                    })?;
+                Ok::<_, Error>(SourceRoot::Rootfs { root })
             }
-            None => None,
-        };
-        let from = match &source_view {
-            Some(v) => SourceRoot::Rootfs { root: v.path() },
             None => {
                 let index = self.context.as_ref().ok_or_else(|| Error::SourceNotFound {
                     path: paths.first().cloned().unwrap_or_default(),
                 })?;
-                SourceRoot::Context {
+                Ok(SourceRoot::Context {
                     dir: index.root(),
                     index,
-                }
+                })
             }
         };
-        let req = CopyRequest {
+        let request = |from| CopyRequest {
             sources: paths.clone(),
             inline: inline.clone(),
             dest: f.dest.clone(),
@@ -1099,16 +1153,27 @@ impl Build<'_> {
             add: f.add.clone(),
         };
         // The files of a stage or image are immutable (named by their chainID): what a copy
-        // from them hashes to is remembered, so a cached build does not read them again.
-        let memo = source_chain
-            .as_deref()
-            .map(|chain| HashMemo::new(&self.engine.builder_dir(), chain, &req));
-        let remembered = memo.as_ref().and_then(HashMemo::load);
+        // from them hashes to is remembered (here, or by the build that filled a shared
+        // cache), so a cached build does not read them again. The memo's key leaves the
+        // source root out, so an empty root stands in for it.
+        let memo = source_chain.as_deref().map(|chain| {
+            let req = request(SourceRoot::Rootfs {
+                root: Path::new(""),
+            });
+            HashMemo::new(&self.engine.builder_dir(), chain, &req)
+        });
+        let remembered = memo.as_ref().and_then(|m| {
+            m.load().or_else(|| {
+                let shared = self.remote.copy_hash(&m.key)?;
+                m.save(&shared.sources, &shared.dest);
+                Some((shared.sources, shared.dest))
+            })
+        });
         let mut prepared = None;
         let (sources_input, dest) = match remembered {
             Some(r) => r,
             None => {
-                let plan = copy::prepare(&req)?;
+                let plan = copy::prepare(&request(source_root()?))?;
                 let found = (plan.sources_input(), plan.dest().to_string());
                 if let Some(m) = &memo {
                     m.save(&found.0, &found.1);
@@ -1117,6 +1182,13 @@ impl Build<'_> {
                 found
             }
         };
+        if let Some(m) = &memo {
+            lock(&self.copy_hashes).push(CopyHash {
+                memo: m.key.clone(),
+                dest: dest.clone(),
+                sources: sources_input.clone(),
+            });
+        }
         let linked = f.link && f.chmod.is_none();
         let op = if f.add.is_some() {
             OpKind::Add
@@ -1159,7 +1231,10 @@ impl Build<'_> {
         created_by.push_str(&format!(" {} # buildkit", f.dest));
         // `--link --chown=name` resolves the name in the stage's filesystem.
         let users_view = match (linked, &f.chown) {
-            (true, Some(_)) => Some(self.engine.view(&st.layers, &step_scratch)?),
+            (true, Some(_)) => {
+                self.local_layers(&st.layers)?;
+                Some(self.engine.view(&st.layers, &step_scratch)?)
+            }
             _ => None,
         };
         let users_root = users_view.as_ref().map(|v| v.path().to_path_buf());
@@ -1176,7 +1251,7 @@ impl Build<'_> {
             &mut |rootfs, _| {
                 let plan = match prepared.take() {
                     Some(p) => p,
-                    None => copy::prepare(&req)?,
+                    None => copy::prepare(&request(source_root()?))?,
                 };
                 plan.apply_with(rootfs, users_root.as_deref()).map(|_| ())
             },
@@ -1279,8 +1354,27 @@ impl Build<'_> {
         let position = seen.len();
         seen.push(inputs.clone());
         if !no_cache {
-            if let Some(record) = cache::lookup(store, &key)? {
-                cache::touch(store, &key)?;
+            let below: Vec<Digest> = st.layers.iter().map(|l| l.diff_id).collect();
+            let hit = match cache::lookup(store, &key)? {
+                Some(record) => {
+                    cache::touch(store, &key)?;
+                    Some(record)
+                }
+                None => self.remote.lookup(&key, &below).map(|r| {
+                    let stage = self.stage_name(info);
+                    lock(&self.remote_hits).push((r.clone(), stage.clone()));
+                    StepRecord {
+                        kind: String::new(),
+                        key: r.key,
+                        layer: r.layer,
+                        created_by: r.created_by,
+                        created: r.created,
+                        inputs: r.inputs,
+                        stage: Some(stage),
+                    }
+                }),
+            };
+            if let Some(record) = hit {
                 self.apply_step(st, &record);
                 self.reporter.report(&Event::Cached {
                     step: info.id,
@@ -1307,6 +1401,7 @@ impl Build<'_> {
         let parent = if link {
             None
         } else {
+            self.local_layers(&st.layers)?;
             self.engine.ensure_chain(&st.layers)?
         };
         let active = format!("build-{}", random_hex());
@@ -1400,6 +1495,103 @@ impl Build<'_> {
             .unwrap_or_default()
     }
 
+    /// Makes sure the stack `layers` can be unpacked: fetches the layers of shared-cache hits
+    /// that are needed and not here yet.
+    fn local_layers(&self, layers: &[LayerRef]) -> Result<(), Error> {
+        if !self.remote.is_empty() {
+            self.remote
+                .ensure_local(self.engine, layers, false, self.reporter)?;
+        }
+        Ok(())
+    }
+
+    /// Records locally the shared-cache hits whose layers are here now, so the next build
+    /// hits without the source. Best effort: a record that cannot be written costs a fetch.
+    fn record_remote_hits(&self) {
+        let store = self.engine.store();
+        for (r, stage) in lock(&self.remote_hits).iter() {
+            let layer = match &r.layer {
+                None => None,
+                Some(l) if store.has_blob(&l.digest) => Some(l.clone()),
+                Some(l) => match store
+                    .layer_blobs(&l.diff_id)
+                    .ok()
+                    .and_then(|b| b.into_iter().next())
+                {
+                    Some(local) => Some(local),
+                    None => continue,
+                },
+            };
+            let _ = cache::store_record(
+                store,
+                &cache::NewRecord {
+                    key: &r.key,
+                    layer: layer.as_ref(),
+                    chain: &r.chain,
+                    created_by: &r.created_by,
+                    inputs: &r.inputs,
+                    stage,
+                },
+                r.created.clone(),
+            );
+        }
+    }
+
+    /// Writes this build's records to one `--cache-to`; a failure is a warning (returned).
+    fn export_cache(&self, spec: &CacheExport) -> Option<String> {
+        let started = Instant::now();
+        let mut content = remote_cache::CacheContent::default();
+        let results = lock(&self.results).clone();
+        let stages: Vec<Arc<StageState>> = match spec.mode {
+            remote_cache::ExportMode::Min => results[self.plan.target].iter().cloned().collect(),
+            remote_cache::ExportMode::Max => self
+                .plan
+                .order
+                .iter()
+                .filter_map(|i| results.get(*i).cloned().flatten())
+                .collect(),
+        };
+        for st in &stages {
+            for r in &st.records {
+                content.add_record(r);
+            }
+        }
+        for h in lock(&self.copy_hashes).iter() {
+            content.add_copy_hash(h);
+        }
+        match remote_cache::export(
+            self.engine.store(),
+            &content,
+            spec,
+            &self.opts.registry,
+            &self.remote,
+        ) {
+            Ok(report) => {
+                self.reporter.report(&Event::CacheExported {
+                    target: report.target,
+                    records: report.records,
+                    layers: report.layers,
+                    sent: report.sent,
+                    bytes: report.bytes,
+                    duration: started.elapsed(),
+                });
+                None
+            }
+            Err(e) => {
+                let message = format!(
+                    "the build cache was not exported to {}: {}",
+                    spec.location,
+                    error_text(&e)
+                );
+                self.reporter.report(&Event::Warning {
+                    step: None,
+                    message: message.clone(),
+                });
+                Some(message)
+            }
+        }
+    }
+
     /// The instruction texts of the keyed steps of the stage `info` belongs to.
     fn step_texts(&self, info: &StepInfo) -> Vec<String> {
         self.plan
@@ -1420,6 +1612,16 @@ impl Build<'_> {
 
     /// Adds a step's result (fresh or from the cache) to the stage.
     fn apply_step(&self, st: &mut StageState, record: &StepRecord) {
+        let mut chain: Vec<Digest> = st.layers.iter().map(|l| l.diff_id).collect();
+        chain.extend(record.layer.iter().map(|l| l.diff_id));
+        st.records.push(CacheRecord {
+            key: record.key,
+            layer: record.layer.clone(),
+            chain,
+            created_by: record.created_by.clone(),
+            created: record.created.clone(),
+            inputs: record.inputs.clone(),
+        });
         if let Some(l) = &record.layer {
             st.layers.push(LayerRef {
                 blob: l.descriptor(),
@@ -1460,8 +1662,11 @@ impl Build<'_> {
         if let Some(e) = self.epoch {
             config.oci.set_created(Some(rfc3339(e)));
         }
-        let blobs: Vec<strata_store::Descriptor> =
-            st.layers.iter().map(|l| l.blob.clone()).collect();
+        // The image in the store is complete: layers of shared-cache hits are fetched now.
+        let layers = self
+            .remote
+            .ensure_local(self.engine, &st.layers, true, self.reporter)?;
+        let blobs: Vec<strata_store::Descriptor> = layers.iter().map(|l| l.blob.clone()).collect();
         Ok(self
             .engine
             .store()
@@ -1499,6 +1704,8 @@ impl Build<'_> {
 /// `<root>/builder/hash-memo/` by the stack's chainID and the request.
 struct HashMemo {
     path: PathBuf,
+    /// The memo's key (hex), shared through `--cache-to`.
+    key: String,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -1528,10 +1735,10 @@ impl HashMemo {
             e.str(x);
         }
         e.bool(req.add.is_some());
+        let key = e.finish().hex();
         HashMemo {
-            path: builder_dir
-                .join("hash-memo")
-                .join(format!("{}.json", e.finish().hex())),
+            path: builder_dir.join("hash-memo").join(format!("{key}.json")),
+            key,
         }
     }
 

@@ -184,7 +184,14 @@ impl Engine {
             }
             let mut sources = Vec::with_capacity(names.len() - present);
             for (layer, name) in layers[present..].iter().zip(&names[present..]) {
-                let reader = self.store.open_layer(&layer.blob.digest, &layer.diff_id)?;
+                // A layer named by a blob the store lacks (a shared-cache hit) may be held
+                // under another compression: any blob with its diffID will do.
+                let reader = match self.store.open_layer(&layer.blob.digest, &layer.diff_id) {
+                    Err(strata_store::Error::BlobNotFound { .. }) => {
+                        self.store.open_layer_by_diff_id(&layer.diff_id)?
+                    }
+                    other => other?,
+                };
                 sources.push(LayerSource {
                     name: name.clone(),
                     reader: Box::new(reader),

@@ -471,9 +471,54 @@ pub enum Error {
         /// What the tar reader found.
         reason: String,
     },
+    /// A base image (or a `--from` image) missing from the store could not be pulled, or
+    /// `--pull` could not check it.
+    #[error("{what} {name:?} on line {line}: could not pull it from its registry")]
+    PullFailed {
+        /// Where it was named (`FROM`, `COPY --from`, `RUN --mount from`).
+        what: &'static str,
+        /// The image name as written (after expansion).
+        name: String,
+        /// The line that names it (0 until the planner knows it).
+        line: usize,
+        /// The registry's error.
+        #[source]
+        source: Box<strata_store::Error>,
+    },
+
+    /// A shared cache (`--cache-from`, or a layer it names) that cannot be used.
+    #[error("unusable build cache {what}: {reason}")]
+    InvalidCache {
+        /// The cache (its reference or folder), or the layer.
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A cache export (`--cache-to`) that did not finish in time.
+    #[error("the cache export to {target} did not finish within {}s", timeout.as_secs())]
+    CacheExportTimeout {
+        /// Where it was going.
+        target: String,
+        /// The time it had.
+        timeout: std::time::Duration,
+    },
 }
 
 impl Error {
+    /// Names where a failed pull's image was named (the planner knows; the resolver does not).
+    pub(crate) fn named_at(self, what: &'static str, line: usize) -> Self {
+        match self {
+            Error::PullFailed { name, source, .. } => Error::PullFailed {
+                what,
+                name,
+                line,
+                source,
+            },
+            other => other,
+        }
+    }
+
     /// Shorthand for [`Error::Io`].
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {

@@ -32,6 +32,9 @@
 //! - [`timefmt`] — RFC 3339 times;
 //! - [`analyze`] — layer insight: per-layer changes, wasted bytes, efficiency, findings;
 //! - [`check`] — `build --check`: the lints and the checks that need the store, without building.
+//! - [`pull`] — base images pulled from registries (missing ones, or all with `--pull`);
+//! - [`remote_cache`] — the shared cache: `--cache-from` / `--cache-to` through a registry or
+//!   an OCI layout folder, layers fetched only when needed.
 
 pub mod analyze;
 mod build;
@@ -51,6 +54,8 @@ pub mod logs;
 pub mod plan;
 pub mod platform;
 pub mod progress;
+pub mod pull;
+pub mod remote_cache;
 pub mod runstep;
 pub mod timefmt;
 pub mod user;
@@ -58,4 +63,5 @@ pub mod user;
 pub use build::{error_text, random_hex, BuildOptions, BuildResult, SecretSpec, StepOutcome};
 pub use engine::{Engine, LayerRef, PruneOptions, PruneReport};
 pub use error::Error;
+pub use pull::PullPolicy;
 pub use runstep::SecretSource;

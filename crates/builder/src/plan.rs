@@ -1,8 +1,9 @@
 //! The build plan: which stages the target needs, in which order, with which base, and how
 //! many layers each would stack. Everything here is decided before anything runs.
 //!
-//! - Every `FROM` is resolved: `scratch`, an earlier stage (by name), or an image in the
-//!   store (a missing image is an error that says how to get one).
+//! - Every `FROM` is resolved: `scratch`, an earlier stage (by name), or an image (the
+//!   caller's resolver finds it in the store or pulls it; a missing image is an error that
+//!   says how to get one).
 //! - Dependencies: a stage depends on its base stage and on every stage named by
 //!   `COPY --from` or `RUN --mount=...,from=` (a stage name, a stage index, or else an image).
 //!   `--from` values are expanded with the global scope (the ARGs before the first FROM and
@@ -207,7 +208,9 @@ pub fn plan(
             d.insert(p);
             Base::Stage(p)
         } else {
-            match resolve_image(&from.image)? {
+            match resolve_image(&from.image)
+                .map_err(|e| e.named_at("FROM", stage.span.start_line))?
+            {
                 Some(image) => Base::Image {
                     name: from.image.clone(),
                     image: Box::new(image),
@@ -268,7 +271,8 @@ pub fn plan(
                                 InstructionKind::Copy(_) => "COPY --from",
                                 _ => "RUN --mount from",
                             };
-                            let found = resolve_image(slot.key())?;
+                            let found = resolve_image(slot.key())
+                                .map_err(|e| e.named_at(what, instr.span.start_line))?;
                             let image = found.ok_or_else(|| Error::ImageNotFound {
                                 what,
                                 name: slot.key().clone(),

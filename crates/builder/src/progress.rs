@@ -143,6 +143,67 @@ pub enum Event {
         /// The warning text.
         message: String,
     },
+    /// An image named by `FROM` (or `--from`) is being pulled: it is missing from the store,
+    /// or `--pull` asks to check its tag.
+    PullStarted {
+        /// The reference pulled.
+        image: String,
+    },
+    /// A pull ended.
+    PullDone {
+        /// The reference pulled.
+        image: String,
+        /// The image ID it resolved to.
+        id: String,
+        /// Blobs downloaded (0: the store had everything, the tag had not moved).
+        downloaded: usize,
+        /// Bytes downloaded.
+        bytes: u64,
+        /// How long it took.
+        #[serde(serialize_with = "seconds")]
+        duration: Duration,
+    },
+    /// A `--cache-from` was read (its manifest and config; layers come later, when needed).
+    CacheImported {
+        /// The cache's reference or folder.
+        source: String,
+        /// Whether a cache was there at all.
+        found: bool,
+        /// Records it offers.
+        records: usize,
+        /// How long reading took.
+        #[serde(serialize_with = "seconds")]
+        duration: Duration,
+    },
+    /// A layer of a remote cache hit was fetched, because a step needs its files or the
+    /// result image holds it.
+    CacheLayerFetched {
+        /// Where it came from.
+        source: String,
+        /// The blob's digest.
+        digest: String,
+        /// Its size.
+        size: u64,
+        /// How long the fetch took.
+        #[serde(serialize_with = "seconds")]
+        duration: Duration,
+    },
+    /// The build's cache records were written to a `--cache-to`.
+    CacheExported {
+        /// The cache's reference or folder.
+        target: String,
+        /// Records written.
+        records: usize,
+        /// Layer blobs the cache names.
+        layers: usize,
+        /// Blobs sent (the rest were there already).
+        sent: usize,
+        /// Bytes sent.
+        bytes: u64,
+        /// How long the export took.
+        #[serde(serialize_with = "seconds")]
+        duration: Duration,
+    },
     /// The build ended successfully.
     BuildFinished(BuildSummary),
     /// The build failed (after a [`Event::StepFailed`], or before any step ran, e.g. an
@@ -167,9 +228,14 @@ impl Event {
             | Event::StepDone { step, .. }
             | Event::StepFailed { step, .. } => Some(*step),
             Event::Warning { step, .. } => *step,
-            Event::BuildStarted { .. } | Event::BuildFinished(_) | Event::BuildFailed { .. } => {
-                None
-            }
+            Event::BuildStarted { .. }
+            | Event::BuildFinished(_)
+            | Event::BuildFailed { .. }
+            | Event::PullStarted { .. }
+            | Event::PullDone { .. }
+            | Event::CacheImported { .. }
+            | Event::CacheLayerFetched { .. }
+            | Event::CacheExported { .. } => None,
         }
     }
 }

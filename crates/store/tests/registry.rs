@@ -589,3 +589,112 @@ fn bearer_tokens_are_fetched_once_per_scope_and_refused_clearly() {
     assert_clean(&b);
     assert_clean(&c);
 }
+
+#[test]
+#[ignore = "interop: needs docker-registry and skopeo (run by cargo xtask test)"]
+fn manifests_of_any_config_push_and_fetch_one_layer_at_a_time() {
+    use strata_store::media::OCI_MANIFEST;
+    use strata_store::registry::ManifestUpload;
+    use strata_store::{Descriptor, Digest};
+
+    let Some(reg) = Registry::start(Setup::default()) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Store::open(&tmp.path().join("a")).unwrap();
+    let client = Client::new(options(tmp.path()));
+    let dest = reference(&reg.addr, "team/app:cache");
+    assert_eq!(client.fetch_manifest(&dest, &|_| {}).unwrap(), None);
+
+    // Two layers; a config of a media type no image has.
+    let mut layers = Vec::new();
+    for seed in [21, 22] {
+        let mut w = a.layer_writer(Compression::Zstd).unwrap();
+        w.write_all(&layer_tar(seed, 200_000)).unwrap();
+        layers.push(w.finish().unwrap());
+    }
+    let config = br#"{"records":["anything the caller likes"]}"#.to_vec();
+    let config_desc = Descriptor::new(
+        "application/vnd.example.config.v1+json",
+        Digest::of(&config),
+        config.len() as u64,
+    );
+    a.write_blob(&config).unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": config_desc.media_type, "digest": config_desc.digest.to_string(), "size": config_desc.size},
+        "layers": layers.iter().map(|l| serde_json::json!({
+            "mediaType": l.media_type, "digest": l.digest.to_string(), "size": l.size,
+        })).collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    let upload = ManifestUpload {
+        media_type: OCI_MANIFEST.into(),
+        bytes: manifest.clone(),
+        blobs: std::iter::once(config_desc.clone())
+            .chain(layers.iter().map(|l| l.descriptor()))
+            .collect(),
+    };
+    let never = |d: &Descriptor| -> strata_store::Result<()> {
+        panic!("{} is in the store: nothing to fetch", d.digest)
+    };
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let report = client
+        .push_manifest(&a, &dest, &upload, &never, &cancel, &|_| {})
+        .unwrap();
+    assert_eq!(report.uploaded, 3);
+    assert!(!report.up_to_date);
+    let again = client
+        .push_manifest(&a, &dest, &upload, &never, &cancel, &|_| {})
+        .unwrap();
+    assert!(again.up_to_date);
+
+    // A fresh store reads the manifest and config without storing them, then one layer.
+    let b = Store::open(&tmp.path().join("b")).unwrap();
+    let remote = client.fetch_manifest(&dest, &|_| {}).unwrap().unwrap();
+    assert_eq!(remote.bytes, manifest);
+    assert_eq!(remote.config, config_desc);
+    assert_eq!(remote.layers.len(), 2);
+    let bytes = client
+        .fetch_blob_bytes(&dest, &remote.config, &|_| {})
+        .unwrap();
+    assert_eq!(bytes, config);
+    let info = client
+        .fetch_layer(&b, &dest, &remote.layers[1], &layers[1].diff_id, &|_| {})
+        .unwrap();
+    assert_eq!(info.digest, layers[1].digest);
+    assert!(b.has_blob(&layers[1].digest) && !b.has_blob(&layers[0].digest));
+    assert_eq!(
+        b.blob_sources(&layers[1].digest).unwrap(),
+        vec![format!("{}/team/app", reg.addr)]
+    );
+    // A record claiming another diffID is refused and nothing becomes visible.
+    let e = client
+        .fetch_layer(&b, &dest, &remote.layers[0], &layers[1].diff_id, &|_| {})
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::DiffIdMismatch { .. }) || e.to_string().contains("diff"),
+        "{e}"
+    );
+    assert!(!b.has_blob(&layers[0].digest));
+    assert_clean(&b);
+
+    // Pushing from b to another repository: the layer b pulled from team/app is mounted from
+    // there; the one b lacks (and knows no source of) goes to fetch_missing, then up.
+    let fetched = Mutex::new(Vec::new());
+    let fetch = |d: &Descriptor| -> strata_store::Result<()> {
+        fetched.lock().unwrap().push(d.digest);
+        client
+            .fetch_layer(&b, &dest, d, &layers[0].diff_id, &|_| {})
+            .map(|_| ())
+    };
+    b.write_blob(&config).unwrap();
+    let other = reference(&reg.addr, "team/other:cache");
+    let report = client
+        .push_manifest(&b, &other, &upload, &fetch, &cancel, &|_| {})
+        .unwrap();
+    assert_eq!(*fetched.lock().unwrap(), vec![layers[0].digest]);
+    assert_eq!((report.mounted, report.uploaded), (1, 2), "{report:?}");
+    assert!(client.fetch_manifest(&other, &|_| {}).unwrap().is_some());
+}

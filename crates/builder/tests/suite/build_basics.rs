@@ -347,7 +347,8 @@ fn missing_base_image_says_how_to_get_one() {
         &ts.engine,
         "FROM alpine:3.19\nRUN true\n",
         ctx.path(),
-        |_| {},
+        // Offline: a missing image is not pulled (the default would try docker.io).
+        |o| o.pull = strata_builder::PullPolicy::Never,
     );
     let err = r.unwrap_err().to_string();
     assert!(

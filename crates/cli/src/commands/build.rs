@@ -14,9 +14,22 @@ use std::sync::OnceLock;
 use anyhow::{bail, Context};
 use clap::Args;
 use strata_builder::exec::{CancelToken, NetworkMode};
-use strata_builder::{BuildOptions, BuildResult, SecretSpec};
+use strata_builder::remote_cache::{CacheExport, CacheImport};
+use strata_builder::{BuildOptions, BuildResult, PullPolicy, SecretSpec};
 use strata_store::{ArchiveFormat, SaveOptions};
 
+use super::registry::RegistryArgs;
+
+/// `--pull[=WHEN]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum PullArg {
+    /// Check every tag against its registry.
+    Always,
+    /// Pull only images missing from the store.
+    Missing,
+    /// Never pull: a missing image is an error.
+    Never,
+}
 use crate::global::GlobalArgs;
 use crate::render::{self, emit, plain, Progress};
 use crate::ui::error::Failure;
@@ -94,6 +107,34 @@ pub struct BuildArgs {
     /// epoch), for reproducible images.
     #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS")]
     source_date_epoch: Option<i64>,
+
+    /// Read build cache records from here (repeatable; the first that has a step wins):
+    /// `type=registry,ref=REGISTRY/REPO:TAG`, a bare `REGISTRY/REPO:TAG`, or
+    /// `type=local,src=DIR[,tag=TAG]`. Only the layers the build needs are fetched.
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    cache_from: Vec<String>,
+
+    /// Write this build's cache records there (repeatable):
+    /// `type=registry,ref=REGISTRY/REPO:TAG` or `type=local,dest=DIR[,tag=TAG]`, with
+    /// `mode=min` (default: the result's steps) or `mode=max` (every stage's), and
+    /// `timeout=DURATION` (default 10m). A failed export is a warning, never a failed build.
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    cache_to: Vec<String>,
+
+    /// When to pull the images the Dockerfile names: `--pull` (= `always`) checks every
+    /// tag against its registry and pulls it when it moved; `missing` (the default without
+    /// the flag) pulls only images the store lacks; `never` builds offline.
+    #[arg(
+        long,
+        value_name = "WHEN",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "always"
+    )]
+    pull: Option<PullArg>,
+
+    #[command(flatten)]
+    registry: RegistryArgs,
 
     /// The build context: a folder, or `-` for standard input (a Dockerfile, or a tar of the
     /// context).
@@ -307,6 +348,24 @@ pub fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     opts.no_cache_filter = args.no_cache_filter.clone();
     opts.network = network;
     opts.source_date_epoch = args.source_date_epoch;
+    opts.pull = match args.pull {
+        Some(PullArg::Always) => PullPolicy::Always,
+        Some(PullArg::Missing) | None => PullPolicy::Missing,
+        Some(PullArg::Never) => PullPolicy::Never,
+    };
+    opts.registry = args.registry.client_options();
+    opts.cache_from = args
+        .cache_from
+        .iter()
+        .map(|s| CacheImport::parse(s))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    opts.cache_to = args
+        .cache_to
+        .iter()
+        .map(|s| CacheExport::parse(s))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Failure::usage(e.to_string()))?;
     opts.secrets = args
         .secrets
         .iter()

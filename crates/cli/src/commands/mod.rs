@@ -47,7 +47,7 @@ pub enum Command {
     Version,
     /// Build an image from a Dockerfile and a context folder.
     #[command(
-        after_help = "Examples:\n  strata build -t app:1 .\n  strata build --check .\n  strata build -f docker/Dockerfile --build-arg VERSION=2 --target runtime -t app:2 .\n  strata build -q --no-cache . > iid"
+        after_help = "Examples:\n  strata build -t app:1 .\n  strata build --check .\n  strata build -f docker/Dockerfile --build-arg VERSION=2 --target runtime -t app:2 .\n  strata build -q --no-cache . > iid\n  strata build --cache-to type=registry,ref=reg.example/app:cache,mode=max --cache-from reg.example/app:cache -t app:3 .\n  strata build --pull --cache-from type=local,src=/var/cache/app -t app:4 ."
     )]
     Build(Box<build::BuildArgs>),
     /// Parse a Dockerfile and summarise its stages (or print BuildKit's dump format).

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use strata_builder::progress::{BuildSummary, Event, Reporter, StepId, StepInfo};
 use strata_builder::StepOutcome;
+use strata_store::human_size;
 
 use super::{emit, Out};
 
@@ -31,6 +32,12 @@ pub struct Plain {
 struct State {
     started: HashMap<StepId, Instant>,
     cached: HashSet<StepId>,
+}
+
+/// `sha256:` and the first 12 hex digits of a digest.
+fn short_id(digest: &str) -> String {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    format!("sha256:{}", &hex[..hex.len().min(12)])
 }
 
 /// `[stage k/n]` with `k` padded to the width of `n`, as BuildKit aligns it.
@@ -136,6 +143,62 @@ impl Reporter for Plain {
                 step: None,
                 message,
             } => format!("WARN: {message}\n"),
+            Event::PullStarted { image } => format!("pulling {image}\n"),
+            Event::PullDone {
+                image,
+                id,
+                downloaded: 0,
+                ..
+            } => format!("{image} is up to date ({})\n", short_id(id)),
+            Event::PullDone {
+                image,
+                id,
+                downloaded,
+                bytes,
+                duration,
+            } => format!(
+                "pulled {image} ({}): {downloaded} blob(s), {} in {:.1}s\n",
+                short_id(id),
+                human_size(*bytes),
+                duration.as_secs_f64()
+            ),
+            Event::CacheImported {
+                source,
+                found: false,
+                ..
+            } => format!("importing cache from {source}: nothing there yet\n"),
+            Event::CacheImported {
+                source,
+                records,
+                duration,
+                ..
+            } => format!(
+                "importing cache from {source}: {records} record(s) in {:.1}s\n",
+                duration.as_secs_f64()
+            ),
+            Event::CacheLayerFetched {
+                source,
+                digest,
+                size,
+                duration,
+            } => format!(
+                "fetched layer {} ({}) from {source} in {:.1}s\n",
+                short_id(digest),
+                human_size(*size),
+                duration.as_secs_f64()
+            ),
+            Event::CacheExported {
+                target,
+                records,
+                layers,
+                sent,
+                bytes,
+                duration,
+            } => format!(
+                "exported cache to {target}: {records} record(s), {layers} layer(s), {sent} sent ({}) in {:.1}s\n",
+                human_size(*bytes),
+                duration.as_secs_f64()
+            ),
             _ => return,
         };
         emit(&self.out, &text);
@@ -285,6 +348,70 @@ mod tests {
             explain_lines(&summary, &steps[..2]),
             "\ncache: 3 cached, 0 run\n"
         );
+    }
+
+    #[test]
+    fn renders_pulls_and_the_shared_cache() {
+        let (out, data) = buffer();
+        let plain = Plain::new(out);
+        let id = format!("sha256:{}", "ab".repeat(32));
+        let events = [
+            Event::PullStarted {
+                image: "127.0.0.1:5000/base:1".into(),
+            },
+            Event::PullDone {
+                image: "127.0.0.1:5000/base:1".into(),
+                id: id.clone(),
+                downloaded: 2,
+                bytes: 1_500_000,
+                duration: Duration::from_millis(300),
+            },
+            Event::PullDone {
+                image: "127.0.0.1:5000/base:1".into(),
+                id: id.clone(),
+                downloaded: 0,
+                bytes: 0,
+                duration: Duration::from_millis(5),
+            },
+            Event::CacheImported {
+                source: "127.0.0.1:5000/app:cache".into(),
+                found: true,
+                records: 7,
+                duration: Duration::from_millis(40),
+            },
+            Event::CacheImported {
+                source: "/var/cache/app".into(),
+                found: false,
+                records: 0,
+                duration: Duration::from_millis(1),
+            },
+            Event::CacheLayerFetched {
+                source: "127.0.0.1:5000/app:cache".into(),
+                digest: id.clone(),
+                size: 2048,
+                duration: Duration::from_millis(20),
+            },
+            Event::CacheExported {
+                target: "127.0.0.1:5000/app:cache".into(),
+                records: 7,
+                layers: 5,
+                sent: 2,
+                bytes: 3_000_000,
+                duration: Duration::from_millis(900),
+            },
+        ];
+        for e in &events {
+            plain.report(e);
+        }
+        insta::assert_snapshot!(text(&data), @r###"
+        pulling 127.0.0.1:5000/base:1
+        pulled 127.0.0.1:5000/base:1 (sha256:abababababab): 2 blob(s), 1.5MB in 0.3s
+        127.0.0.1:5000/base:1 is up to date (sha256:abababababab)
+        importing cache from 127.0.0.1:5000/app:cache: 7 record(s) in 0.0s
+        importing cache from /var/cache/app: nothing there yet
+        fetched layer sha256:abababababab (2.048kB) from 127.0.0.1:5000/app:cache in 0.0s
+        exported cache to 127.0.0.1:5000/app:cache: 7 record(s), 5 layer(s), 2 sent (3MB) in 0.9s
+        "###);
     }
 
     /// Output lines carry the seconds since their step started: mask them.

@@ -25,6 +25,7 @@
 //! Transfers run on scoped std threads (at most [`ClientOptions::max_concurrent`] at once):
 //! they wait on the network, not the CPU, so they do not belong on rayon's pool.
 
+mod artifact;
 mod auth;
 mod credentials;
 mod manifest;
@@ -38,6 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use artifact::{ManifestUpload, RemoteManifest};
 pub use credentials::{registry_host, AuthFile, Credentials, DOCKER_HUB_AUTH_KEY};
 pub use manifest::Platform;
 pub use pull::{PullOptions, PullReport};

@@ -315,7 +315,7 @@ impl Client {
 
 /// GET a manifest (by tag or digest) and check it: against the pinned digest, and against
 /// the registry's `Docker-Content-Digest` when it sends one.
-fn fetch_manifest(
+pub(super) fn fetch_manifest(
     op: &Op<'_>,
     target: &str,
     pinned: Option<Digest>,
@@ -515,7 +515,7 @@ fn content_range_start(value: &str) -> Option<u64> {
 /// after a cut (a registry that ignores `Range` makes it start over). For a layer
 /// (`expect_diff`), the diffID is computed in the same pass and must match before the blob
 /// becomes visible; the layer record is written after.
-fn download(
+pub(super) fn download(
     op: &Op<'_>,
     store: &Store,
     desc: &Descriptor,

@@ -59,7 +59,7 @@ enum UploadError {
 }
 
 /// How many other repositories to try mounting a blob from.
-const MAX_MOUNT_SOURCES: usize = 3;
+pub(super) const MAX_MOUNT_SOURCES: usize = 3;
 
 impl Client {
     /// Push `image` from `store` to `dest` (a tag or a digest reference). See the module docs.
@@ -172,29 +172,7 @@ impl Client {
         }
 
         // The manifest last: the registry checks that every blob it names is there.
-        let action = format!("push manifest {target}");
-        let call = Call::new(Method::PUT, op.url(&format!("manifests/{target}"))?)
-            .header("content-type", manifest.media_type.clone())
-            .payload(Payload::Bytes(&manifest_bytes));
-        let resp = op.send(&action, &call)?;
-        let status = resp.status().as_u16();
-        if !(200..300).contains(&status) {
-            return Err(op.status_error(&action, resp));
-        }
-        if let Some(a) =
-            header(&resp, "docker-content-digest").and_then(|a| Digest::parse(a.trim()).ok())
-        {
-            if a != manifest.digest {
-                return Err(Error::DigestMismatch {
-                    what: format!(
-                        "manifest pushed to {dest} (the registry's Docker-Content-Digest)"
-                    ),
-                    expected: manifest.digest,
-                    actual: a,
-                });
-            }
-        }
-        drain(resp);
+        put_manifest(&op, &target, &manifest, &manifest_bytes, dest)?;
         record_sources(store, &blobs, &manifest, &dest_name)?;
         reporter.report(Event::ManifestPushed {
             reference: dest.clone(),
@@ -202,6 +180,39 @@ impl Client {
         });
         Ok(report)
     }
+}
+
+/// `PUT` a manifest under `target` (a tag or its digest) and check the digest the registry
+/// answers with.
+pub(super) fn put_manifest(
+    op: &Op<'_>,
+    target: &str,
+    manifest: &Descriptor,
+    bytes: &[u8],
+    dest: &Reference,
+) -> Result<()> {
+    let action = format!("push manifest {target}");
+    let call = Call::new(Method::PUT, op.url(&format!("manifests/{target}"))?)
+        .header("content-type", manifest.media_type.clone())
+        .payload(Payload::Bytes(bytes));
+    let resp = op.send(&action, &call)?;
+    let status = resp.status().as_u16();
+    if !(200..300).contains(&status) {
+        return Err(op.status_error(&action, resp));
+    }
+    if let Some(a) =
+        header(&resp, "docker-content-digest").and_then(|a| Digest::parse(a.trim()).ok())
+    {
+        if a != manifest.digest {
+            return Err(Error::DigestMismatch {
+                what: format!("manifest pushed to {dest} (the registry's Docker-Content-Digest)"),
+                expected: manifest.digest,
+                actual: a,
+            });
+        }
+    }
+    drain(resp);
+    Ok(())
 }
 
 fn record_sources(
@@ -253,7 +264,7 @@ fn push_form(
 }
 
 /// The digest the registry has under `target`, if any (`HEAD` of the manifest).
-fn remote_manifest_digest(op: &Op<'_>, target: &str) -> Result<Option<Digest>> {
+pub(super) fn remote_manifest_digest(op: &Op<'_>, target: &str) -> Result<Option<Digest>> {
     let action = format!("check manifest {target}");
     let call = Call::new(Method::HEAD, op.url(&format!("manifests/{target}"))?)
         .header("accept", accept_header());
@@ -271,7 +282,7 @@ fn remote_manifest_digest(op: &Op<'_>, target: &str) -> Result<Option<Digest>> {
 }
 
 /// Make sure the registry has one blob: `HEAD`, else mount, else upload.
-fn push_blob(
+pub(super) fn push_blob(
     op: &Op<'_>,
     store: &Store,
     desc: &Descriptor,
@@ -326,7 +337,7 @@ fn push_blob(
     }
 }
 
-fn blob_exists(op: &Op<'_>, d: &Digest) -> Result<bool> {
+pub(super) fn blob_exists(op: &Op<'_>, d: &Digest) -> Result<bool> {
     let action = format!("check blob {d}");
     let resp = op.send(
         &action,

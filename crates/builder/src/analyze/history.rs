@@ -116,12 +116,15 @@ impl Instruction {
         }
     }
 
-    /// `RUN make`, or the text alone when there is no keyword.
+    /// `RUN make`, or the text alone when there is no keyword; on one line, each run of
+    /// whitespace (the tabs and newlines of continuation lines and heredocs) one space, so
+    /// tables and messages stay aligned.
     pub fn display(&self) -> String {
-        match (self.keyword.is_empty(), self.text.is_empty()) {
-            (true, _) => self.text.clone(),
+        let text = self.text.split_whitespace().collect::<Vec<_>>().join(" ");
+        match (self.keyword.is_empty(), text.is_empty()) {
+            (true, _) => text,
             (false, true) => self.keyword.clone(),
-            (false, false) => format!("{} {}", self.keyword, self.text),
+            (false, false) => format!("{} {text}", self.keyword),
         }
     }
 
@@ -220,5 +223,14 @@ mod tests {
         assert_eq!(h[2].created_by, "");
         assert!(read_history(b"not json").is_empty());
         assert!(read_history(b"{}").is_empty());
+    }
+
+    #[test]
+    fn display_is_one_line() {
+        let i = Instruction {
+            keyword: "RUN".into(),
+            text: "set -eux; \tcd /src;\n\tmake  all".into(),
+        };
+        assert_eq!(i.display(), "RUN set -eux; cd /src; make all");
     }
 }

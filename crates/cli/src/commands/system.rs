@@ -262,6 +262,7 @@ fn build_cache_row(
 fn unpacked_layers_row(
     snapshotter: Option<&Snapshotter>,
     reachable_chains: &BTreeSet<String>,
+    container_layers: &BTreeMap<String, u64>,
 ) -> anyhow::Result<TypeRow> {
     let mut row = TypeRow {
         kind: "Unpacked Layers",
@@ -275,7 +276,14 @@ fn unpacked_layers_row(
         return Ok(row);
     };
     for info in snap.walk()? {
-        if is_container_layer(&info) {
+        // Containers' writable layers are in the containers row (one whose container
+        // record is gone stays here, like any writable snapshot: prune does not remove it).
+        if is_container_layer(&info)
+            && info
+                .key
+                .strip_prefix("container-")
+                .is_some_and(|id| container_layers.contains_key(id))
+        {
             continue;
         }
         let size = snap.usage(&info.key)?.size;
@@ -386,7 +394,7 @@ pub fn report(store: &Store, snapshotter: Option<&Snapshotter>) -> anyhow::Resul
         images_row(usage.images.len(), active, &by_images, &kept, &mut sizes)?,
         containers_row(&container_refs, &only_containers, &uppers, &mut sizes)?,
         build_cache_row(&cache_refs, &by_cache, &not_cache, &mut sizes)?,
-        unpacked_layers_row(snapshotter, &chains)?,
+        unpacked_layers_row(snapshotter, &chains, &uppers)?,
     ];
 
     // Per image: one row per tag (untagged images once), sizes per manifest.

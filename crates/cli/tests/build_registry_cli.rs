@@ -456,3 +456,105 @@ fn from_pulls_a_missing_image_and_pull_picks_up_a_re_pushed_tag() {
     assert!(!out.contains("cache miss"), "{out}");
     fsck_clean(&user);
 }
+
+/// `strata login` for `root`'s Docker config, the password on standard input.
+fn login(root: &Path, registry_args: &[&str], registry: &str) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = store_common::strata()
+        .arg("--root")
+        .arg(root)
+        .arg("login")
+        .args(registry_args)
+        .args(["-u", registry_common::USER, "--password-stdin", registry])
+        .env("DOCKER_CONFIG", root.with_extension("docker"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", registry_common::PASSWORD).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "privileged: needs root, overlayfs and docker-registry (run by cargo xtask test)"]
+fn pulls_and_the_shared_cache_go_through_basic_auth_over_tls() {
+    let Some(reg) = Registry::start(Setup {
+        auth: true,
+        tls: true,
+        ..Setup::default()
+    }) else {
+        return;
+    };
+    let tmp = temp();
+    let cert_dir = reg.cert_dir.clone().unwrap();
+    let verify = ["--tls-verify", "--cert-dir", cert_dir.to_str().unwrap()];
+    let first = tmp.path().join("first");
+    if store_with_busybox(&first).is_none() {
+        return;
+    }
+    login(&first, &verify, &reg.addr);
+    let base = format!("{}/base/busybox:1", reg.addr);
+    ok(&first, &["tag", "busybox:latest", &base]);
+    let mut push = vec!["push"];
+    push.extend(verify);
+    push.push(&base);
+    ok(&first, &push);
+
+    let ctx = context(tmp.path(), &two_stages(&base));
+    let cache = format!("type=registry,ref={}/team/app:cache,mode=max", reg.addr);
+    let mut args = verify.to_vec();
+    args.extend(["--cache-to", &cache]);
+    let (cold, out) = build(&first, &ctx, "app:1", &args);
+    assert!(out.contains("exported cache to"), "{out}");
+
+    // A second machine with the same credentials: the base is pulled and every step hits,
+    // all over verified TLS with basic auth.
+    let second = tmp.path().join("second");
+    std::fs::create_dir_all(second.with_extension("docker")).unwrap();
+    std::fs::copy(
+        first.with_extension("docker").join("config.json"),
+        second.with_extension("docker").join("config.json"),
+    )
+    .unwrap();
+    let mut args = verify.to_vec();
+    args.extend(["--cache-from", &cache]);
+    let (id, out) = build(&second, &ctx, "app:1", &args);
+    assert_eq!(id, cold);
+    assert!(out.contains(&format!("pulled {base}")), "{out}");
+    assert!(
+        !out.contains("cache miss") && !out.contains("WARN"),
+        "{out}"
+    );
+
+    // Without credentials the base image cannot be pulled: a clear error (before the cache
+    // is read).
+    let third = tmp.path().join("third");
+    let out = strata(
+        &third,
+        &[
+            "build",
+            "--tls-verify",
+            "--cert-dir",
+            cert_dir.to_str().unwrap(),
+            "--cache-from",
+            &cache,
+            ctx.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("could not pull it from its registry")
+            && stderr.contains("authentication required"),
+        "{stderr}"
+    );
+}

@@ -286,3 +286,161 @@ fn unpacked_prefix(engine: &Engine, layers: &[LayerRef]) -> usize {
         .rposition(|c| engine.snapshotter().stat(&c.hex()).is_ok())
         .map_or(0, |i| i + 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::path::Path;
+    use std::time::Duration;
+
+    use strata_store::registry::ClientOptions;
+    use strata_store::{Compression, LayerInfo};
+
+    use super::*;
+    use crate::cachekey::{KeyInputs, OpKind, Parent};
+    use crate::progress::CollectingReporter;
+
+    fn layer(store: &Store, bytes: &[u8]) -> LayerInfo {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(bytes.len() as u64);
+        tar.append_data(&mut h, "file", bytes).unwrap();
+        let mut w = store.layer_writer(Compression::Zstd).unwrap();
+        w.write_all(&tar.into_inner().unwrap()).unwrap();
+        w.finish().unwrap()
+    }
+
+    fn record(text: &str, l: &LayerInfo) -> CacheRecord {
+        let inputs = KeyInputs::new(OpKind::Run, "linux/amd64", Parent::None, text);
+        CacheRecord {
+            key: inputs.key(),
+            layer: Some(l.clone()),
+            chain: vec![l.diff_id],
+            created_by: format!("{text} # buildkit"),
+            created: None,
+            inputs,
+        }
+    }
+
+    fn local(dir: &Path) -> CacheLocation {
+        CacheLocation::Local {
+            dir: dir.to_path_buf(),
+            tag: spec::DEFAULT_LOCAL_TAG.into(),
+        }
+    }
+
+    fn import(location: CacheLocation) -> (RemoteCache, Vec<String>) {
+        let client = Arc::new(Client::new(ClientOptions::default()));
+        RemoteCache::import(
+            &[CacheImport { location }],
+            &client,
+            &CollectingReporter::new(),
+        )
+    }
+
+    #[test]
+    fn a_local_folder_round_trips_records_and_serves_verified_layers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("a")).unwrap();
+        let (one, two) = (layer(&store, b"one"), layer(&store, b"two"));
+        let mut content = CacheContent::default();
+        let r1 = record("RUN one", &one);
+        content.add_record(&r1);
+        content.add_record(&record("RUN two", &two));
+        // A step keyed on its parent: made on the stack [one].
+        let mut on_one = record("RUN two", &two);
+        on_one.inputs = KeyInputs::new(
+            OpKind::Run,
+            "linux/amd64",
+            Parent::Step { key: r1.key },
+            "RUN two",
+        );
+        on_one.key = on_one.inputs.key();
+        on_one.chain = vec![one.diff_id, two.diff_id];
+        content.add_record(&on_one);
+        let dir = tmp.path().join("cache");
+        let spec = CacheExport {
+            location: local(&dir),
+            mode: ExportMode::Max,
+            timeout: Duration::from_secs(60),
+        };
+        let empty = Arc::new(RemoteCache::new());
+        let report = export(&store, &content, &spec, &ClientOptions::default(), &empty).unwrap();
+        assert_eq!((report.records, report.layers, report.sent), (3, 2, 2));
+        let again = export(&store, &content, &spec, &ClientOptions::default(), &empty).unwrap();
+        assert!(again.up_to_date && again.sent == 0, "{again:?}");
+
+        // Nothing there yet is no error; the folder's records read back.
+        let (nothing, warnings) = import(local(&tmp.path().join("none")));
+        assert!(warnings.is_empty());
+        assert_eq!(nothing.len(), 0, "no records: nothing was there");
+        let (remote, warnings) = import(local(&dir));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(remote.len(), 3);
+        assert_eq!(remote.lookup(&r1.key, &[]), Some(r1.clone()));
+        // Keyed on its parent: a hit only on the stack it was made on.
+        assert_eq!(
+            remote.lookup(&on_one.key, &[one.diff_id]),
+            Some(on_one.clone())
+        );
+        assert_eq!(remote.lookup(&on_one.key, &[two.diff_id]), None);
+        assert_eq!(remote.lookup(&on_one.key, &[]), None);
+
+        // A fresh store gets one layer on demand, verified.
+        let fresh = Store::open(&tmp.path().join("b")).unwrap();
+        let got = remote.fetch_blob(&fresh, &one.descriptor()).unwrap();
+        assert!(got.is_some());
+        assert!(fresh.has_blob(&one.digest) && !fresh.has_blob(&two.digest));
+        assert_eq!(remote.fetch_blob(&fresh, &one.descriptor()).unwrap(), None);
+
+        // A blob swapped in the folder is refused and never becomes visible.
+        let path = dir.join("blobs/sha256").join(two.digest.hex());
+        let three = layer(&store, b"six");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::copy(
+            tmp.path().join("a/blobs/sha256").join(three.digest.hex()),
+            &path,
+        )
+        .unwrap();
+        assert!(remote.fetch_blob(&fresh, &two.descriptor()).is_err());
+        assert!(!fresh.has_blob(&two.digest));
+        assert!(fresh
+            .fsck(strata_store::FsckOptions::default())
+            .unwrap()
+            .is_clean());
+    }
+
+    #[test]
+    fn an_export_that_hangs_gives_up_after_its_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for c in listener.incoming().flatten() {
+                held.push(c);
+            }
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let l = layer(&store, b"x");
+        let mut content = CacheContent::default();
+        content.add_record(&record("RUN x", &l));
+        let spec = CacheExport::parse(&format!("type=registry,ref={addr}/app:cache,timeout=500ms"))
+            .unwrap();
+        let started = Instant::now();
+        let e = export(
+            &store,
+            &content,
+            &spec,
+            &ClientOptions::default(),
+            &Arc::new(RemoteCache::new()),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::CacheExportTimeout { .. }), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

@@ -20,6 +20,10 @@
 //!   repository of the same registry is mounted; others are uploaded (one `PUT` when small,
 //!   `PATCH` chunks then `PUT` otherwise, resuming where the registry's `Range` says); the
 //!   manifest goes last. An unchanged image costs one `HEAD` of the manifest.
+//! - Manifests that are not images to the store (a shared build cache): fetched without
+//!   being stored ([`Client::fetch_manifest`], [`Client::fetch_blob_bytes`]), their layers
+//!   fetched one at a time on demand ([`Client::fetch_layer`], digest and diffID verified),
+//!   and pushed with the same skip/mount/upload rules ([`Client::push_manifest`]).
 //! - Progress goes to a caller-supplied [`Reporter`]; the library never prints.
 //!
 //! Transfers run on scoped std threads (at most [`ClientOptions::max_concurrent`] at once):

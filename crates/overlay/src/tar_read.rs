@@ -301,8 +301,9 @@ impl<R: Read> TarReader<R> {
                 }
             };
             let size = num("size", Ok(size))?;
-            let uid = num("uid", header.uid())?;
-            let gid = num("gid", header.gid())?;
+            let old = header.as_old();
+            let uid = num("uid", or_zero(&old.uid, || header.uid()))?;
+            let gid = num("gid", or_zero(&old.gid, || header.gid()))?;
             let mtime = match pax.get("mtime") {
                 Some(v) => {
                     let s = std::str::from_utf8(v).map_err(|_| bad("PAX mtime is not UTF-8"))?;
@@ -310,14 +311,12 @@ impl<R: Read> TarReader<R> {
                     secs.parse::<i64>()
                         .map_err(|_| bad("PAX mtime is not a number"))?
                 }
-                None => header
-                    .mtime()
+                None => or_zero(&old.mtime, || header.mtime())
                     .map_err(|_| bad("mtime field is not a number"))?
                     as i64,
             };
-            let mode = header
-                .mode()
-                .map_err(|_| bad("mode field is not a number"))?
+            let mode = or_zero(&old.mode, || header.mode().map(u64::from))
+                .map_err(|_| bad("mode field is not a number"))? as u32
                 & 0o7777;
             let link = pax
                 .remove("linkpath")
@@ -400,5 +399,78 @@ impl<R: Read> TarReader<R> {
             });
         }
         Ok(got)
+    }
+}
+
+/// A numeric header field, where a field left empty (all NULs or spaces, as some writers
+/// leave uid, gid, mode or mtime) reads as 0, as Go's archive/tar and GNU tar read it.
+fn or_zero<T: Into<u64>>(raw: &[u8], parse: impl FnOnce() -> io::Result<T>) -> io::Result<u64> {
+    if raw.iter().all(|b| *b == 0 || *b == b' ') {
+        return Ok(0);
+    }
+    parse().map(Into::into)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ustar header whose uid, gid, mode and mtime fields were left empty (all NULs), as
+    /// `tar::Header::new_ustar()` and some other writers leave them.
+    fn tar_with_empty_fields() -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut header = tar::Header::new_ustar();
+        header.set_path("etc/hostname").expect("short path");
+        header.set_size(3);
+        header.set_entry_type(tar::EntryType::Regular);
+        let old = header.as_old_mut();
+        for field in [
+            &mut old.uid[..],
+            &mut old.gid[..],
+            &mut old.mode[..],
+            &mut old.mtime[..],
+        ] {
+            field.fill(0);
+        }
+        header.set_cksum();
+        out.extend_from_slice(header.as_bytes());
+        let mut data = b"box".to_vec();
+        data.resize(512, 0);
+        out.extend_from_slice(&data);
+        out.extend_from_slice(&[0; 1024]);
+        out
+    }
+
+    #[test]
+    fn empty_numeric_fields_read_as_zero() {
+        let tar = tar_with_empty_fields();
+        let mut reader = TarReader::new(&tar[..], Limits::default());
+        let head = reader.next_entry().expect("readable").expect("one entry");
+        assert_eq!(
+            (head.uid, head.gid, head.mode, head.mtime),
+            (0, 0, 0, 0),
+            "{head:?}"
+        );
+        let mut body = Vec::new();
+        reader.copy_data(&mut body, &head).expect("data");
+        assert_eq!(body, b"box");
+    }
+
+    #[test]
+    fn a_garbled_numeric_field_is_still_refused() {
+        let mut tar = tar_with_empty_fields();
+        // uid is at offset 108 in the header.
+        tar[108..115].copy_from_slice(b"zzzzzzz");
+        let mut header = tar::Header::new_old();
+        header.as_mut_bytes().copy_from_slice(&tar[..512]);
+        header.set_cksum();
+        tar[..512].copy_from_slice(header.as_bytes());
+        let err = TarReader::new(&tar[..], Limits::default())
+            .next_entry()
+            .expect_err("garbled uid");
+        assert!(
+            err.to_string().contains("uid field is not a number"),
+            "{err}"
+        );
     }
 }

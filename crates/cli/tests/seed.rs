@@ -11,53 +11,9 @@ mod store_common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use regex::Regex;
-use store_common::{busybox_config, ok, s, BUSYBOX};
-use strata_overlay::{diff_dirs, write_tar, TarOptions};
-use strata_store::{Compression, Reference, Store};
-
-/// Makes `busybox:latest` in the store at `root` from Debian's busybox-static: `bin/busybox`
-/// and its applet links, a user database, `/tmp` and `/root`, packed by the overlay crate's
-/// tar writer as a built layer would be.
-fn busybox_base(root: &Path) {
-    let rootfs = tempfile::tempdir().unwrap();
-    let bin = rootfs.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::copy(BUSYBOX, bin.join("busybox")).expect("busybox-static is installed");
-    let list = Command::new(BUSYBOX).arg("--list").output().unwrap();
-    for applet in String::from_utf8(list.stdout).unwrap().lines() {
-        if applet != "busybox" && !applet.contains('/') {
-            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
-        }
-    }
-    let etc = rootfs.path().join("etc");
-    std::fs::create_dir_all(&etc).unwrap();
-    std::fs::write(etc.join("passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    std::fs::write(etc.join("group"), "root:x:0:\n").unwrap();
-    std::fs::create_dir_all(rootfs.path().join("root")).unwrap();
-    std::fs::create_dir_all(rootfs.path().join("tmp")).unwrap();
-    let empty = tempfile::tempdir().unwrap();
-    let set = diff_dirs(empty.path(), rootfs.path()).unwrap();
-    let mut tar = Vec::new();
-    let options = TarOptions {
-        clamp_mtime: Some(1_700_000_000),
-    };
-    write_tar(&set, &mut tar, &options).unwrap();
-    let mut config = busybox_config();
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    config.oci.set_architecture(arch.into());
-    let store = Store::open(root).unwrap();
-    let image = store.import(&tar[..], &config, Compression::Zstd).unwrap();
-    store
-        .tag(&Reference::parse("busybox:latest").unwrap(), &image)
-        .unwrap();
-}
+use store_common::{busybox_base, ok, s};
 
 /// `examples/seed/<name>` in the repository.
 fn seed_dir(name: &str) -> PathBuf {

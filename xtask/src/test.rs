@@ -136,6 +136,18 @@ pub const VFS_TARGETS: &[(&str, &str)] = &[
     ("strata", "seed"),
 ];
 
+/// Cargo's target folder for this workspace.
+fn cargo_target_dir() -> std::path::PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    if dir.is_relative() {
+        workspace_root().join(dir)
+    } else {
+        dir
+    }
+}
+
 fn cargo() -> Command {
     Command::new(env!("CARGO"))
 }
@@ -301,6 +313,18 @@ fn privileged(total: &mut Counts) -> anyhow::Result<()> {
         overlay.passed, overlay.failed
     );
     suite.absorb(&overlay, "overlay");
+    // The Docker interop test passes without checking when dockerd cannot start here; it
+    // leaves the reason in cargo's target/tmp.
+    let docker_note = cargo_target_dir()
+        .join("tmp")
+        .join("docker-interop-skipped.txt");
+    match std::fs::read_to_string(&docker_note) {
+        Ok(why) => eprintln!(
+            "==> SKIPPED docker interop (dockerd could not start): {}",
+            why.trim()
+        ),
+        Err(_) => eprintln!("==> docker interop ran against a private dockerd"),
+    }
     if !ok && overlay.failed == 0 {
         suite.failed += 1;
         suite

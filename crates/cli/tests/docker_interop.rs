@@ -3,8 +3,8 @@
 //! from `strata save`; strata loads an archive from `docker save`.
 //!
 //! When dockerd cannot start here (no docker.io, or a sandbox it does not like), the test says
-//! why on standard error and passes without checking anything: `cargo xtask test` shows that
-//! line, and the suite's closing note reports it.
+//! why on standard error and in `target/tmp/docker-interop-skipped.txt`, and passes without
+//! checking anything: `cargo xtask test` prints that reason after the suite.
 
 mod store_common;
 
@@ -16,6 +16,8 @@ use store_common::{busybox_base, ok, s};
 
 const DOCKERD: &str = "/usr/sbin/dockerd";
 const DOCKER: &str = "/usr/bin/docker";
+/// The file under cargo's `target/tmp` holding why the test could not start dockerd.
+const SKIP_NOTE: &str = "docker-interop-skipped.txt";
 
 /// A dockerd of our own, stopped (and its folders removed) on drop.
 struct Dockerd {
@@ -156,10 +158,14 @@ fn docker_layers(docker: &Dockerd, image: &str) -> Vec<String> {
 #[test]
 #[ignore = "interop: needs root and docker.io's dockerd (run by cargo xtask test)"]
 fn docker_loads_strata_archives_and_strata_loads_docker_archives() {
+    // `cargo xtask test` reads this file after the run and repeats the reason.
+    let note = Path::new(env!("CARGO_TARGET_TMPDIR")).join(SKIP_NOTE);
+    let _ = std::fs::remove_file(&note);
     let docker = match Dockerd::start() {
         Ok(d) => d,
         Err(why) => {
             eprintln!("SKIPPED docker interop: {why}");
+            let _ = std::fs::write(&note, format!("{why}\n"));
             return;
         }
     };

@@ -17,7 +17,8 @@ fn installed(package: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn is_root() -> bool {
+/// Whether this process runs as root (uid 0).
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

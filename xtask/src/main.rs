@@ -5,6 +5,7 @@
 //! - `bench`: benchmarks, reported as ratios against yardsticks measured in the same run.
 //! - `demo`: the main job, a demo build of real images on the embedded default store.
 //! - `man`: strata's man pages, into `target/man` or a given folder.
+//! - `tty-check`: the live progress views of `build`, `save` and `load` in a tmux pane.
 
 mod bench_analyze;
 mod bench_build;
@@ -12,11 +13,15 @@ mod bench_overlay;
 mod bench_parser;
 mod bench_registry;
 mod bench_store;
+mod busybox;
+mod demo;
 mod deps;
 mod man;
 mod shared;
+mod strata_bin;
 mod test;
 mod tidy;
+mod tty_check;
 
 use clap::{Parser, Subcommand};
 
@@ -35,8 +40,13 @@ enum Command {
     /// Run a benchmark and report ratios against yardsticks measured in the same run.
     #[command(subcommand)]
     Bench(Bench),
+    /// The layering story on the embedded store: build the seed images, show what they share,
+    /// save and load them (needs root).
+    Demo,
     /// Write strata's man pages (one per command) into target/man or DIR.
     Man(man::ManArgs),
+    /// Check the live progress of build, save and load in a 100x30 tmux pane (needs root).
+    TtyCheck(tty_check::TtyCheckArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,7 +74,9 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(Bench::Store(b)) => bench_store::run(&b),
         Command::Bench(Bench::Build(b)) => bench_build::run(&b),
         Command::Bench(Bench::Analyze(b)) => bench_analyze::run(&b),
+        Command::Demo => demo::run(),
         Command::Man(m) => man::run(&m),
+        Command::TtyCheck(t) => tty_check::run(&t),
         Command::Bench(Bench::Registry(b)) => bench_registry::run(&b),
     }
 }

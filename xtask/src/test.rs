@@ -1,8 +1,14 @@
 //! `cargo xtask test`: the gate that `.ci/run` and the README's test command run.
 //!
 //! Order: formatting, clippy, unit and doc tests, conformance runs against `../shared`, then
-//! the privileged integration suite (tests marked `#[ignore = "privileged: ..."]`), run as root
-//! inside a private mount namespace so that nothing a dying test mounted leaks onto the host.
+//! the privileged integration suite (every `#[ignore]`d test: privileged, interop and slow
+//! ones), run as root inside a private mount namespace so that nothing a dying test mounted
+//! leaks onto the host; then the storage tests again with the `vfs` driver
+//! (`STRATA_STORAGE_DRIVER=vfs`, which the builder suite and the CLI tests pass on); then the
+//! tmux check of the live progress views (`cargo xtask tty-check`).
+//!
+//! When the privileged parts cannot run (not root, no overlayfs), it lists exactly which tests
+//! did not run and fails, unless `--allow-skip` is given (CI never gives it).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -20,8 +26,8 @@ pub struct TestArgs {
     pub allow_skip: bool,
 }
 
-/// Totals read from libtest's `test result:` lines.
-#[derive(Debug, Default, Clone, Copy)]
+/// Totals read from libtest's `test result:` lines, and the names of the tests that failed.
+#[derive(Debug, Default, Clone)]
 pub struct Counts {
     /// Tests that passed.
     pub passed: u64,
@@ -29,9 +35,34 @@ pub struct Counts {
     pub failed: u64,
     /// Tests that were ignored.
     pub ignored: u64,
+    /// Names of the failed tests, from libtest's `test NAME ... FAILED` lines.
+    pub failed_names: Vec<String>,
 }
 
 impl Counts {
+    /// Reads one line of libtest output.
+    fn add_output_line(&mut self, line: &str) {
+        let trimmed = line.trim_start();
+        if let Some(name) = trimmed
+            .strip_prefix("test ")
+            .and_then(|rest| rest.strip_suffix(" ... FAILED"))
+        {
+            self.failed_names.push(name.to_string());
+        }
+        let normalised = trimmed.replace("test result: ok. ", "test result: ");
+        let normalised = normalised.replace("test result: FAILED. ", "test result: ");
+        self.add_line(&normalised);
+    }
+
+    /// Adds `other`'s totals and failures to these, naming its failures with `pass`.
+    fn absorb(&mut self, other: &Counts, pass: &str) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+        self.failed_names
+            .extend(other.failed_names.iter().map(|n| format!("{n} ({pass})")));
+    }
+
     fn add_line(&mut self, line: &str) {
         let Some(rest) = line.strip_prefix("test result: ") else {
             return;
@@ -57,6 +88,16 @@ impl Counts {
 
 /// Run one command in the workspace root, echoing its output, and fail with `step` if it fails.
 fn run_step(step: &str, cmd: &mut Command) -> anyhow::Result<Counts> {
+    let (counts, ok) = run_tests(step, cmd)?;
+    if !ok {
+        print_failures(&counts);
+        bail!("{step} failed");
+    }
+    Ok(counts)
+}
+
+/// Run one test command, echoing its output; returns the counts and whether it succeeded.
+fn run_tests(step: &str, cmd: &mut Command) -> anyhow::Result<(Counts, bool)> {
     eprintln!("==> {step}: {cmd:?}");
     let mut child = cmd
         .current_dir(workspace_root())
@@ -64,20 +105,47 @@ fn run_step(step: &str, cmd: &mut Command) -> anyhow::Result<Counts> {
         .spawn()
         .with_context(|| format!("could not start {step}"))?;
     let mut counts = Counts::default();
-    let stdout = child.stdout.take().expect("piped stdout");
+    let stdout = child.stdout.take().context("no pipe from the test run")?;
     for line in BufReader::new(stdout).lines() {
         let line = line?;
         println!("{line}");
-        let trimmed = line.trim_start();
-        let normalised = trimmed.replace("test result: ok. ", "test result: ");
-        let normalised = normalised.replace("test result: FAILED. ", "test result: ");
-        counts.add_line(&normalised);
+        counts.add_output_line(&line);
     }
     let status = child.wait()?;
     if !status.success() {
-        bail!("{step} failed ({status})");
+        eprintln!("==> {step}: {status}");
     }
-    Ok(counts)
+    Ok((counts, status.success()))
+}
+
+fn print_failures(counts: &Counts) {
+    if counts.failed_names.is_empty() {
+        return;
+    }
+    eprintln!("==> failed tests:");
+    for n in &counts.failed_names {
+        eprintln!("      {n}");
+    }
+}
+
+/// The test targets that store and unpack layers, run a second time with the `vfs` driver:
+/// `(package, test target)`.
+pub const VFS_TARGETS: &[(&str, &str)] = &[
+    ("strata-builder", "suite"),
+    ("strata", "build_cli"),
+    ("strata", "seed"),
+];
+
+/// Cargo's target folder for this workspace.
+fn cargo_target_dir() -> std::path::PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    if dir.is_relative() {
+        workspace_root().join(dir)
+    } else {
+        dir
+    }
 }
 
 fn cargo() -> Command {
@@ -176,36 +244,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     }
 
     match can_run_privileged() {
-        Ok(()) => {
-            // The store's interop and integration tests use these (busybox-static makes the
-            // base image; skopeo and umoci read what strata writes).
-            crate::deps::ensure_packages(&[
-                "busybox-static",
-                "skopeo",
-                "umoci",
-                "tar",
-                "docker-registry",
-                "apache2-utils",
-            ])?;
-            // Build first, outside the namespace, so compile errors read plainly.
-            run_step(
-                "build privileged suite",
-                cargo().args(["test", "--workspace", "--no-run"]),
-            )?;
-            let counts = run_step(
-                "privileged integration suite (root, overlayfs, private mount namespace)",
-                Command::new("unshare")
-                    .args(["--mount", "--propagation", "private", "--"])
-                    .arg(env!("CARGO"))
-                    .args(["test", "--workspace", "--no-fail-fast", "--", "--ignored"]),
-            )?;
-            eprintln!(
-                "==> integration suite: {} passed, {} failed",
-                counts.passed, counts.failed
-            );
-            total.passed += counts.passed;
-            total.failed += counts.failed;
-        }
+        Ok(()) => privileged(&mut total)?,
         Err(why) => {
             let listed = Command::new(env!("CARGO"))
                 .args(["test", "--workspace", "--", "--ignored", "--list"])
@@ -224,6 +263,11 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
             for n in &names {
                 eprintln!("      {n}");
             }
+            eprintln!("==> nor did the second run with the vfs driver of these test targets:");
+            for (package, target) in VFS_TARGETS {
+                eprintln!("      {package} --test {target}");
+            }
+            eprintln!("==> nor the tmux check of the live progress views (cargo xtask tty-check)");
             if !args.allow_skip {
                 bail!("privileged tests were skipped ({why}); pass --allow-skip to accept that");
             }
@@ -233,5 +277,106 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         "==> all checks passed: {} passed, {} failed, {} ignored outside the privileged run",
         total.passed, total.failed, total.ignored
     );
+    Ok(())
+}
+
+/// The root-only part: the whole ignored suite under overlayfs, the storage tests again with
+/// vfs, and the tmux check. Prints `N passed, N failed` and the failed tests' names.
+fn privileged(total: &mut Counts) -> anyhow::Result<()> {
+    // busybox-static makes the base image; skopeo and umoci read what strata writes;
+    // docker.io is the Docker interop peer; tmux drives the live-progress check.
+    crate::deps::ensure_packages(&[
+        "busybox-static",
+        "skopeo",
+        "umoci",
+        "tar",
+        "docker-registry",
+        "apache2-utils",
+        "docker.io",
+        "tmux",
+    ])?;
+    // Build first, outside the namespace, so compile errors read plainly.
+    run_step(
+        "build privileged suite",
+        cargo().args(["test", "--workspace", "--no-run"]),
+    )?;
+    let mut suite = Counts::default();
+    let (overlay, ok) = run_tests(
+        "privileged integration suite (root, overlayfs, private mount namespace)",
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--"])
+            .arg(env!("CARGO"))
+            .args(["test", "--workspace", "--no-fail-fast", "--", "--ignored"]),
+    )?;
+    eprintln!(
+        "==> integration suite (overlay): {} passed, {} failed",
+        overlay.passed, overlay.failed
+    );
+    suite.absorb(&overlay, "overlay");
+    // The Docker interop test passes without checking when dockerd cannot start here; it
+    // leaves the reason in cargo's target/tmp.
+    let docker_note = cargo_target_dir()
+        .join("tmp")
+        .join("docker-interop-skipped.txt");
+    match std::fs::read_to_string(&docker_note) {
+        Ok(why) => eprintln!(
+            "==> SKIPPED docker interop (dockerd could not start): {}",
+            why.trim()
+        ),
+        Err(_) => eprintln!("==> docker interop ran against a private dockerd"),
+    }
+    if !ok && overlay.failed == 0 {
+        suite.failed += 1;
+        suite
+            .failed_names
+            .push("the overlay run ended in error before its tests reported".into());
+    }
+
+    let mut vfs = Counts::default();
+    for (package, target) in VFS_TARGETS {
+        let (counts, ok) = run_tests(
+            &format!("{package} --test {target} with the vfs storage driver"),
+            Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "--"])
+                .arg(env!("CARGO"))
+                .args(["test", "-p", package, "--test", target, "--no-fail-fast"])
+                .args(["--", "--ignored"])
+                .env("STRATA_STORAGE_DRIVER", "vfs"),
+        )?;
+        vfs.absorb(&counts, "vfs");
+        if !ok && counts.failed == 0 {
+            vfs.failed += 1;
+            vfs.failed_names
+                .push(format!("{package} --test {target} (vfs) ended in error"));
+        }
+    }
+    eprintln!(
+        "==> integration suite (vfs): {} passed, {} failed",
+        vfs.passed, vfs.failed
+    );
+    suite.passed += vfs.passed;
+    suite.failed += vfs.failed;
+    suite.failed_names.extend(vfs.failed_names);
+
+    let tty = crate::tty_check::run(&crate::tty_check::TtyCheckArgs { keep: false });
+    match &tty {
+        Ok(()) => suite.passed += 1,
+        Err(e) => {
+            eprintln!("==> tty check failed: {e:#}");
+            suite.failed += 1;
+            suite.failed_names.push("cargo xtask tty-check".into());
+        }
+    }
+
+    eprintln!(
+        "==> integration suite: {} passed, {} failed",
+        suite.passed, suite.failed
+    );
+    print_failures(&suite);
+    total.passed += suite.passed;
+    total.failed += suite.failed;
+    if suite.failed > 0 || !suite.failed_names.is_empty() {
+        bail!("{} privileged test(s) failed", suite.failed.max(1));
+    }
     Ok(())
 }

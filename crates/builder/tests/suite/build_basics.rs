@@ -82,14 +82,17 @@ fn seed_example_builds_shares_its_base_and_rebuilds_from_cache() {
     let sso_gd = snap.graph_driver_data(&top(&sso.image)).unwrap();
     let base_gd = snap.graph_driver_data(&top(&base.image)).unwrap();
     assert_ne!(urm_gd.upper_dir, sso_gd.upper_dir);
-    let lowers = urm_gd.lower_dir.clone().unwrap();
-    assert_eq!(Some(lowers.clone()), sso_gd.lower_dir);
-    let expected = format!(
-        "{}:{}",
-        base_gd.upper_dir.display(),
-        base_gd.lower_dir.clone().unwrap()
-    );
-    assert_eq!(lowers, expected);
+    // vfs (the suite's second run) copies each layer whole: there are no lower folders.
+    if urm_gd.name == "overlay2" {
+        let lowers = urm_gd.lower_dir.clone().unwrap();
+        assert_eq!(Some(lowers.clone()), sso_gd.lower_dir);
+        let expected = format!(
+            "{}:{}",
+            base_gd.upper_dir.display(),
+            base_gd.lower_dir.clone().unwrap()
+        );
+        assert_eq!(lowers, expected);
+    }
     // One folder per distinct layer: busybox, base RUN, urm RUN, sso RUN.
     assert_eq!(snapshots(e).len(), 4);
 

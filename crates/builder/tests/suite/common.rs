@@ -51,8 +51,17 @@ pub struct TestStore {
 }
 
 impl TestStore {
+    /// With the driver `STRATA_STORAGE_DRIVER` names (`cargo xtask test` runs the suite once
+    /// with the default and once with `vfs`), else the default.
     pub fn new() -> TestStore {
-        TestStore::with_driver(None)
+        let driver = std::env::var("STRATA_STORAGE_DRIVER")
+            .ok()
+            .filter(|d| !d.is_empty())
+            .map(|d| {
+                d.parse::<strata_overlay::Driver>()
+                    .expect("STRATA_STORAGE_DRIVER names a driver")
+            });
+        TestStore::with_driver(driver)
     }
 
     /// A fresh store whose layers are unpacked with `driver` (`None`: overlay here).

@@ -1,14 +1,20 @@
 //! `strata save`: write images to a tar archive.
+//!
+//! When standard error is a terminal, a progress bar there shows the bytes written against
+//! the size of the layers going into the archive.
 
-use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use strata_store::{ArchiveFormat, Compression, SaveOptions};
+use indicatif::ProgressBar;
+use strata_store::{ArchiveFormat, Compression, SaveOptions, Store};
 
 use crate::global::GlobalArgs;
+use crate::ui::progress;
 
 /// Archive shapes.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -61,17 +67,93 @@ pub fn run(global: &GlobalArgs, args: &SaveArgs) -> anyhow::Result<ExitCode> {
         }),
     };
     let names: Vec<&str> = args.images.iter().map(String::as_str).collect();
-    match &args.output {
-        None => {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        progress::bytes_bar(
+            "Writing",
+            archive_estimate(&store, &names, options.layer_compression()),
+        )
+    });
+    let result = write(
+        &store,
+        &names,
+        args.output.as_deref(),
+        &options,
+        bar.as_ref(),
+    );
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the archive to `output` (standard output when `None`), counting bytes on `bar`.
+fn write(
+    store: &Store,
+    names: &[&str],
+    output: Option<&Path>,
+    options: &SaveOptions,
+    bar: Option<&ProgressBar>,
+) -> anyhow::Result<()> {
+    match (output, bar) {
+        (None, _) => {
             let stdout = std::io::stdout();
             if stdout.is_terminal() {
                 bail!("refusing to write an archive to a terminal: use -o FILE or redirect");
             }
-            let mut lock = stdout.lock();
-            store.save(&names, &mut lock, &options)?;
-            lock.flush()?;
+            let lock = stdout.lock();
+            let mut out: Box<dyn Write> = match bar {
+                Some(bar) => Box::new(bar.wrap_write(lock)),
+                None => Box::new(lock),
+            };
+            store.save(names, &mut out, options)?;
+            out.flush()?;
         }
-        Some(path) => store.save_to_file(&names, path, &options)?,
+        (Some(path), None) => store.save_to_file(names, path, options)?,
+        (Some(path), Some(bar)) => {
+            // The store's own file writer cannot report progress: write aside in the same
+            // folder, sync, then rename into place, as it does.
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let tmp = tempfile::Builder::new()
+                .prefix(".strata-save-")
+                .tempfile_in(&dir)
+                .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+            {
+                let mut out = bar.wrap_write(BufWriter::with_capacity(1 << 20, tmp.as_file()));
+                store.save(names, &mut out, options)?;
+                out.flush()
+                    .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+            }
+            tmp.as_file()
+                .sync_all()
+                .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+            tmp.persist(path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            if let Ok(d) = std::fs::File::open(&dir) {
+                let _ = d.sync_all();
+            }
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+/// About how many bytes the archive will hold: the distinct layers in the archive's
+/// compression (when the store has them that way or uncompressed). `None` when unknown.
+fn archive_estimate(store: &Store, names: &[&str], compression: Compression) -> Option<u64> {
+    let mut diff_ids = BTreeSet::new();
+    for name in names {
+        diff_ids.extend(store.resolve(name).ok()?.diff_ids);
+    }
+    let mut total = 0;
+    for d in &diff_ids {
+        let blobs = store.layer_blobs(d).ok()?;
+        total += match compression {
+            Compression::None => blobs.first()?.uncompressed_size,
+            c => blobs.iter().find(|b| b.compression() == c)?.size,
+        };
+    }
+    Some(total)
 }

@@ -4,15 +4,17 @@
 //!   output line prefixed with `#N` and the seconds since the step started, `#N CACHED`,
 //!   `#N DONE 0.3s`), plus the reason of every cache miss;
 //! - [`json::Json`]: one event per line, as the builder serialises them;
+//! - [`tty::Tty`]: BuildKit's live view, redrawn in place (what `auto` picks on a terminal);
 //! - [`Quiet`]: nothing while building (`-q` prints only the image ID at the end).
 //!
 //! Every renderer writes to standard error (standard output carries only the image ID of
-//! `-q`), and all of them remember the cache outcome of every step so that `--explain` can
-//! summarise at the end. A live `tty` view will come later; for now `auto` and `tty` fall back
-//! to plain with a one-line note.
+//! `-q`). `auto` shows the live view when standard error is a terminal (and `TERM` is not
+//! `dumb`), plain text otherwise; `tty` asked for where there is no terminal falls back to
+//! plain with a one-line note.
 
 pub mod json;
 pub mod plain;
+pub mod tty;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -23,11 +25,11 @@ use strata_builder::progress::{Event, Reporter};
 /// `--progress` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Progress {
-    /// The best view for where the output goes (today: plain).
+    /// The live view on a terminal, plain text otherwise.
     Auto,
     /// BuildKit's plain text: every line labelled with its step.
     Plain,
-    /// A live view of running steps (falls back to plain for now).
+    /// A live view of running steps, redrawn in place (needs a terminal).
     Tty,
     /// Nothing but errors; the image ID on standard output at the end.
     Quiet,
@@ -59,18 +61,29 @@ impl Reporter for Quiet {
 }
 
 /// The reporter for a `--progress` mode, writing to `out`; also says which mode was used.
+/// `terminal`: whether `out` is a terminal the live view can be drawn on.
 pub fn reporter(mode: Progress, out: Out, terminal: bool) -> (Box<dyn Reporter>, Progress) {
+    let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
     match mode {
         Progress::Quiet => (Box::new(Quiet), Progress::Quiet),
         Progress::Json => (Box::new(json::Json::new(out)), Progress::Json),
         Progress::Plain => (Box::new(plain::Plain::new(out)), Progress::Plain),
-        Progress::Auto | Progress::Tty => {
-            if mode == Progress::Tty || terminal {
-                emit(
-                    &out,
-                    "note: the live tty progress view is not available yet; showing plain progress\n",
-                );
-            }
+        Progress::Auto | Progress::Tty if terminal && !dumb => {
+            let color = crate::ui::color::decide(std::env::var_os("NO_COLOR").as_deref(), true);
+            let view = tty::Tty::new(out, Box::new(tty::stderr_size), color);
+            (Box::new(view), Progress::Tty)
+        }
+        Progress::Auto => (Box::new(plain::Plain::new(out)), Progress::Plain),
+        Progress::Tty => {
+            let why = if terminal {
+                "TERM is dumb"
+            } else {
+                "standard error is not a terminal"
+            };
+            emit(
+                &out,
+                &format!("note: no live tty view ({why}); showing plain progress\n"),
+            );
             (Box::new(plain::Plain::new(out)), Progress::Plain)
         }
     }
@@ -109,11 +122,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auto_and_tty_fall_back_to_plain_with_a_note() {
+    fn tty_without_a_terminal_falls_back_to_plain_with_a_note() {
         let (out, data) = buffer();
         let (_, mode) = reporter(Progress::Tty, out, false);
         assert_eq!(mode, Progress::Plain);
-        assert!(text(&data).starts_with("note: the live tty progress view"));
+        assert_eq!(
+            text(&data),
+            "note: no live tty view (standard error is not a terminal); showing plain progress\n"
+        );
         let (out, data) = buffer();
         let (_, mode) = reporter(Progress::Auto, out, false);
         assert_eq!(mode, Progress::Plain);

@@ -9,4 +9,5 @@ pub mod error;
 pub mod human;
 pub mod json;
 pub mod log;
+pub mod progress;
 pub mod table;

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use strata_overlay::{diff_dirs, write_tar, TarOptions};
 use strata_store::{Compression, ImageConfig, Reference, Store};
 
 /// The `strata` binary cargo built for these tests.
@@ -160,4 +161,45 @@ pub fn have(program: &str) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
+}
+
+/// Makes `busybox:latest` in the store at `root` from Debian's busybox-static: `bin/busybox`
+/// and its applet links, a user database, `/tmp` and `/root`, packed by the overlay crate's
+/// tar writer as a built layer would be.
+pub fn busybox_base(root: &Path) {
+    let rootfs = tempfile::tempdir().unwrap();
+    let bin = rootfs.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(BUSYBOX, bin.join("busybox")).expect("busybox-static is installed");
+    let list = Command::new(BUSYBOX).arg("--list").output().unwrap();
+    for applet in String::from_utf8(list.stdout).unwrap().lines() {
+        if applet != "busybox" && !applet.contains('/') {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+        }
+    }
+    let etc = rootfs.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(etc.join("group"), "root:x:0:\n").unwrap();
+    std::fs::create_dir_all(rootfs.path().join("root")).unwrap();
+    std::fs::create_dir_all(rootfs.path().join("tmp")).unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let set = diff_dirs(empty.path(), rootfs.path()).unwrap();
+    let mut tar = Vec::new();
+    let options = TarOptions {
+        clamp_mtime: Some(1_700_000_000),
+    };
+    write_tar(&set, &mut tar, &options).unwrap();
+    let mut config = busybox_config();
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    config.oci.set_architecture(arch.into());
+    let store = Store::open(root).unwrap();
+    let image = store.import(&tar[..], &config, Compression::Zstd).unwrap();
+    store
+        .tag(&Reference::parse("busybox:latest").unwrap(), &image)
+        .unwrap();
 }

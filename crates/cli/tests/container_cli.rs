@@ -337,6 +337,30 @@ fn rm_f_kills_a_running_container() {
 
 #[test]
 #[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn ctrl_c_kills_the_command_and_records_the_exit() {
+    let f = Fixture::new();
+    let child = f
+        .command(&["run", "--name", "interrupted", "busybox", "sleep", "600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !f.ok(&["ps"]).contains("interrupted") {
+        assert!(std::time::Instant::now() < deadline, "never running");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(137));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    let ps = f.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (137)"), "{ps}");
+}
+
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
 fn diff_prints_dockers_lines_from_the_upper_dir() {
     let f = Fixture::new();
     f.ok(&[

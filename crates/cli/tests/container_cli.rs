@@ -719,6 +719,13 @@ fn mount_of_an_image_is_read_only_and_kept_until_umount() {
     let (_, err, code) = f.outcome(&["umount", "busybox"]);
     assert_eq!(code, 1);
     assert!(err.contains("is not mounted"), "{err}");
+    // An image removed while mounted is unmounted by its ID.
+    let id = f.ok(&["images", "-q", "busybox"]).trim().to_string();
+    let path = PathBuf::from(f.ok(&["mount", "busybox"]).trim_end());
+    f.ok(&["rmi", "busybox"]);
+    assert!(path.join("bin/busybox").is_file());
+    assert_eq!(f.ok(&["umount", &id]), format!("{id}\n"));
+    assert!(!path.join("bin/busybox").exists());
     let (_, err, code) = f.outcome(&["mount", "nothing"]);
     assert_eq!(code, 1);
     assert!(err.contains("no container or image by that name"), "{err}");

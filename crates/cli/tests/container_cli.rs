@@ -385,6 +385,22 @@ fn diff_prints_dockers_lines_from_the_upper_dir() {
             "A /tmp",
         ]
     );
+    // A folder deleted and made again (opaque in the upper dir) reads as deleted, with what
+    // is in it now added, as Docker's overlay2 driver reports it.
+    f.ok(&["commit", "ctr", "with-new:1"]);
+    f.ok(&[
+        "run",
+        "--name",
+        "again",
+        "with-new:1",
+        "sh",
+        "-c",
+        "rm -r /opt/new && mkdir /opt/new && echo y > /opt/new/g",
+    ]);
+    assert_eq!(
+        f.lines(&["diff", "again"]),
+        ["C /opt", "D /opt/new", "A /opt/new/g"]
+    );
     // A container that changed nothing prints nothing.
     f.ok(&["run", "--name", "quiet", "busybox", "true"]);
     assert_eq!(f.ok(&["diff", "quiet"]), "");

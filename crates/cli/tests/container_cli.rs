@@ -337,6 +337,30 @@ fn rm_f_kills_a_running_container() {
 
 #[test]
 #[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn ctrl_c_kills_the_command_and_records_the_exit() {
+    let f = Fixture::new();
+    let child = f
+        .command(&["run", "--name", "interrupted", "busybox", "sleep", "600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !f.ok(&["ps"]).contains("interrupted") {
+        assert!(std::time::Instant::now() < deadline, "never running");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(137));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    let ps = f.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (137)"), "{ps}");
+}
+
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
 fn diff_prints_dockers_lines_from_the_upper_dir() {
     let f = Fixture::new();
     f.ok(&[
@@ -360,6 +384,22 @@ fn diff_prints_dockers_lines_from_the_upper_dir() {
             "D /opt/old",
             "A /tmp",
         ]
+    );
+    // A folder deleted and made again (opaque in the upper dir) reads as deleted, with what
+    // is in it now added, as Docker's overlay2 driver reports it.
+    f.ok(&["commit", "ctr", "with-new:1"]);
+    f.ok(&[
+        "run",
+        "--name",
+        "again",
+        "with-new:1",
+        "sh",
+        "-c",
+        "rm -r /opt/new && mkdir /opt/new && echo y > /opt/new/g",
+    ]);
+    assert_eq!(
+        f.lines(&["diff", "again"]),
+        ["C /opt", "D /opt/new", "A /opt/new/g"]
     );
     // A container that changed nothing prints nothing.
     f.ok(&["run", "--name", "quiet", "busybox", "true"]);
@@ -695,6 +735,13 @@ fn mount_of_an_image_is_read_only_and_kept_until_umount() {
     let (_, err, code) = f.outcome(&["umount", "busybox"]);
     assert_eq!(code, 1);
     assert!(err.contains("is not mounted"), "{err}");
+    // An image removed while mounted is unmounted by its ID.
+    let id = f.ok(&["images", "-q", "busybox"]).trim().to_string();
+    let path = PathBuf::from(f.ok(&["mount", "busybox"]).trim_end());
+    f.ok(&["rmi", "busybox"]);
+    assert!(path.join("bin/busybox").is_file());
+    assert_eq!(f.ok(&["umount", &id]), format!("{id}\n"));
+    assert!(!path.join("bin/busybox").exists());
     let (_, err, code) = f.outcome(&["mount", "nothing"]);
     assert_eq!(code, 1);
     assert!(err.contains("no container or image by that name"), "{err}");

@@ -38,7 +38,9 @@ use std::time::{Duration, Instant};
 use oci_spec::image::History;
 use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
-use strata_overlay::{diff_dirs, write_tar, Change, TarOptions, TarStats, Usage};
+use strata_overlay::{
+    diff_dirs, write_tar, Change, ChangeKind, Driver, TarOptions, TarStats, Usage,
+};
 use strata_store::{Compression, Descriptor, Digest, Image, Record, RefKind, Reference};
 
 pub use changes::{docker_changes, line as diff_line};
@@ -233,6 +235,40 @@ fn process_start(pid: u32) -> Option<u64> {
     // The command name (field 2) may hold spaces and parentheses: count after the last `)`.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `path` is a directory overlayfs marked opaque (deleted and made again).
+fn is_opaque_dir(path: &Path) -> bool {
+    let mut buf = [0u8; 2];
+    ["trusted.overlay.opaque", "user.overlay.opaque"]
+        .iter()
+        .any(|name| matches!(rustix::fs::lgetxattr(path, *name, &mut buf[..]), Ok(1) if buf[0] == b'y'))
+}
+
+/// Docker's view of directories deleted and made again in the upper dir (`opaque`): the
+/// directory reads as deleted (`D`), what is in it now as added or changed, and the lower
+/// entries it hides are not listed one by one.
+fn opaque_as_deleted(changes: Vec<Change>, opaque: &[PathBuf]) -> Vec<Change> {
+    let own: Vec<Change> = opaque
+        .iter()
+        .filter(|o| !changes.iter().any(|c| c.path == **o))
+        .map(|o| Change {
+            kind: ChangeKind::Delete,
+            path: o.clone(),
+        })
+        .collect();
+    own.into_iter()
+        .chain(changes)
+        .filter_map(|mut c| {
+            if opaque.contains(&c.path) {
+                c.kind = ChangeKind::Delete;
+                return Some(c);
+            }
+            let hidden = c.kind == ChangeKind::Delete
+                && opaque.iter().any(|o| c.path.starts_with(o) && c.path != *o);
+            (!hidden).then_some(c)
+        })
+        .collect()
 }
 
 /// Passes output on and records the run as started once the init exists.
@@ -649,7 +685,27 @@ impl<'a> Containers<'a> {
         if snap.stat(&key).is_err() {
             return Ok(Vec::new());
         }
-        Ok(docker_changes(&snap.diff(&key)?))
+        let changes = snap.diff(&key)?;
+        let opaque: Vec<PathBuf> = match snap.driver() {
+            Driver::Overlay => {
+                let upper = snap.graph_driver_data(&key)?.upper_dir;
+                // A recreated folder with the old metadata is no change of its own: look at
+                // every folder above a change too.
+                let mut folders = std::collections::BTreeSet::new();
+                for c in &changes {
+                    if c.kind == ChangeKind::Modify {
+                        folders.insert(c.path.clone());
+                    }
+                    folders.extend(c.path.ancestors().skip(1).map(Path::to_path_buf));
+                }
+                folders
+                    .into_iter()
+                    .filter(|p| !p.as_os_str().is_empty() && is_opaque_dir(&upper.join(p)))
+                    .collect()
+            }
+            Driver::Vfs => Vec::new(),
+        };
+        Ok(docker_changes(&opaque_as_deleted(changes, &opaque)))
     }
 
     /// Makes a new image of container `name`: the image's layers plus its writable layer
@@ -800,5 +856,44 @@ impl<'a> Containers<'a> {
     /// Disk use of container `id`'s writable layer (`None` when it has none).
     pub fn usage(&self, id: &str) -> Option<Usage> {
         self.engine.snapshotter().usage(&snapshot_key(id)).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(kind: ChangeKind, p: &str) -> Change {
+        Change {
+            kind,
+            path: PathBuf::from(p),
+        }
+    }
+
+    #[test]
+    fn a_recreated_folder_reads_as_deleted_and_hides_its_old_entries() {
+        use ChangeKind::*;
+        let changes = vec![
+            c(Delete, "opt/new/f"),
+            c(Add, "opt/new/g"),
+            c(Delete, "opt/other"),
+            c(Modify, "srv"),
+            c(Delete, "srv/x"),
+        ];
+        let opaque = [PathBuf::from("opt/new"), PathBuf::from("srv")];
+        let lines: Vec<String> = docker_changes(&opaque_as_deleted(changes, &opaque))
+            .iter()
+            .map(diff_line)
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "C /opt",
+                "D /opt/new",
+                "A /opt/new/g",
+                "D /opt/other",
+                "D /srv"
+            ]
+        );
     }
 }

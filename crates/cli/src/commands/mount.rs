@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use strata_builder::{Engine, Error as BuildError};
+use strata_store::Digest;
 
 use crate::global::GlobalArgs;
 use crate::ui::error::{AtPlace, Failure};
@@ -48,6 +49,27 @@ fn is_container(engine: &Engine, name: &str) -> anyhow::Result<bool> {
     }
 }
 
+/// The ID of the one mounted image view whose image ID starts with `prefix` (hex, with or
+/// without `sha256:`).
+fn mounted_image_id(engine: &Engine, prefix: &str) -> anyhow::Result<Option<Digest>> {
+    let hex = prefix.strip_prefix("sha256:").unwrap_or(prefix);
+    if hex.len() < 4 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    let mut found = Vec::new();
+    for info in engine.snapshotter().walk()? {
+        if let Some(id) = info.key.strip_prefix("image-mount-") {
+            if id.starts_with(hex) {
+                found.push(Digest::from_hex(id)?);
+            }
+        }
+    }
+    Ok(match found.as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    })
+}
+
 pub fn mount(global: &GlobalArgs, args: &MountArgs) -> anyhow::Result<ExitCode> {
     let engine = global.open_engine()?;
     let path = if is_container(&engine, &args.name)? {
@@ -78,13 +100,16 @@ pub fn umount(global: &GlobalArgs, args: &UmountArgs) -> anyhow::Result<ExitCode
             .unmount(&args.name)
             .at(format!("container {}", args.name))?;
     } else {
-        let image = engine
-            .store()
-            .resolve(&args.name)
-            .at(format!("store {}", engine.store().root().display()))?;
+        let id = match engine.store().resolve(&args.name) {
+            Ok(image) => image.id(),
+            // An image removed while mounted is still unmounted by its ID.
+            Err(e) => mounted_image_id(&engine, &args.name)?
+                .ok_or(e)
+                .at(format!("store {}", engine.store().root().display()))?,
+        };
         let was = engine
             .containers()
-            .unmount_image(&image.id())
+            .unmount_image(&id)
             .at(format!("image {}", args.name))?;
         if !was {
             return Err(Failure::new(format!("image {} is not mounted", args.name))

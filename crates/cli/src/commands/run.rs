@@ -164,6 +164,8 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     let code = match result {
         Ok(status) => status.code(),
+        // Ctrl-C: the command was killed, as Docker's CLI reports it (no message).
+        Err(BuildError::Cancelled) => exit_code_of(&BuildError::Cancelled),
         Err(e) => {
             let code = exit_code_of(&e);
             let e: anyhow::Error = e.into();

@@ -72,7 +72,7 @@ pub fn run() -> anyhow::Result<()> {
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
 
     demo.announce("The base image: busybox:latest from Debian's busybox-static");
-    base_image(&root, &work)?;
+    base_image(&demo, &root, &work)?;
 
     demo.announce("Building the seed images from examples/seed/ (cached when built before)");
     let seed = workspace_root().join("examples").join("seed");
@@ -119,11 +119,8 @@ pub fn run() -> anyhow::Result<()> {
     demo.strata_in(&second, &["images", "--tree"])?;
 
     demo.announce("Running layer-urm:v1 (a container over its layers)");
-    if demo.has_command("run") {
-        demo.strata(&["run", "--rm", "layer-urm:v1"])?;
-    } else {
-        say("skipped: this strata has no `run` command yet");
-    }
+    say("`strata run` prints only the command's own output: the image's CMD here");
+    demo.strata(&["run", "--rm", "layer-urm:v1"])?;
 
     demo.announce("Disk usage: shared layers are counted once");
     demo.strata(&["system", "df"])?;
@@ -157,7 +154,7 @@ fn store_root() -> PathBuf {
 ///
 /// Through the store API, as the test fixtures do; it writes what
 /// `strata import --change 'CMD ["sh"]' busybox.tar busybox:latest` would.
-fn base_image(root: &Path, work: &Path) -> anyhow::Result<()> {
+fn base_image(demo: &Demo, root: &Path, work: &Path) -> anyhow::Result<()> {
     let store =
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     if let Ok(image) = store.resolve("busybox:latest") {
@@ -174,8 +171,16 @@ fn base_image(root: &Path, work: &Path) -> anyhow::Result<()> {
         tar.display()
     ));
     crate::busybox::rootfs_tar(work, &tar)?;
-    say("importing it as busybox:latest (one layer, CMD [\"sh\"])");
-    crate::busybox::import(&store, &tar, "busybox:latest", "sh")?;
+    say("importing it as busybox:latest (one layer, CMD [\"sh\"]), as `docker import` would");
+    demo.strata(&[
+        "import",
+        "--change",
+        r#"CMD ["sh"]"#,
+        "--message",
+        "busybox from Debian's busybox-static",
+        path(&tar)?,
+        "busybox:latest",
+    ])?;
     fs::remove_file(&tar)?;
     let image = store.resolve("busybox:latest")?;
     say(&format!(
@@ -257,7 +262,7 @@ impl Demo {
         } else {
             format!("--root {} ", root.display())
         };
-        println!("$ strata {shown}{}", args.join(" "));
+        println!("$ strata {shown}{}", shell_words(args));
         let status = Command::new(&self.strata)
             .arg("--root")
             .arg(root)
@@ -272,7 +277,7 @@ impl Demo {
 
     /// Runs `strata ARGS` on the demo store and returns its standard output.
     fn strata_output(&self, args: &[&str]) -> anyhow::Result<Vec<u8>> {
-        println!("$ strata {}", args.join(" "));
+        println!("$ strata {}", shell_words(args));
         let out = Command::new(&self.strata)
             .arg("--root")
             .arg(&self.root)
@@ -285,16 +290,25 @@ impl Demo {
         }
         Ok(out.stdout)
     }
+}
 
-    /// Whether this strata has the subcommand `name`.
-    fn has_command(&self, name: &str) -> bool {
-        Command::new(&self.strata)
-            .args([name, "--help"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
+/// The arguments as a shell would need them typed, so a shown command can be pasted.
+fn shell_words(args: &[&str]) -> String {
+    let plain = |a: &str| {
+        !a.is_empty()
+            && a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+%".contains(&b))
+    };
+    args.iter()
+        .map(|a| {
+            if plain(a) {
+                (*a).to_string()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Prints a line of narration.
@@ -311,4 +325,24 @@ fn path(p: &Path) -> anyhow::Result<&str> {
 /// `sha256:0123456789ab` from a full digest.
 fn short(id: &str) -> &str {
     id.get(..19).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_words;
+
+    #[test]
+    fn shown_commands_are_quoted_as_a_shell_needs() {
+        assert_eq!(
+            shell_words(&[
+                "import",
+                "--change",
+                r#"CMD ["sh"]"#,
+                "-m",
+                "Debian's",
+                "x.tar"
+            ]),
+            r#"import --change 'CMD ["sh"]' -m 'Debian'\''s' x.tar"#
+        );
+    }
 }

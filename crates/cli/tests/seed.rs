@@ -154,6 +154,10 @@ fn images_from_one_base_share_its_layers_on_disk_and_on_the_wire() {
     assert!(!loaded.contains(&loaded_api[0]), "{out}");
     assert!(out.contains("Loaded image: layer-api:v1"), "{out}");
 
-    // 6. `strata run --rm layer-urm:v1` prints `urm service startup`: added with the
-    //    containers work (the lead adds this step after merging it).
+    // 6. A container over urm's layers runs its CMD; stdout is only the command's output,
+    //    and `--rm` leaves no container behind.
+    let out = ok(&root, &["run", "--rm", "layer-urm:v1"]);
+    assert_eq!(out, "urm service startup\n");
+    let out = ok(&root, &["ps", "-a", "-q"]);
+    assert_eq!(out, "", "--rm left a container:\n{out}");
 }

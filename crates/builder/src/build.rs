@@ -36,7 +36,7 @@ use strata_store::{Compression, Digest, Image, ImageConfig, RefKind, Reference};
 
 use crate::cache::{self, LastBuilds, StepRecord};
 use crate::cachekey::{KeyInputs, OpKind, Parent};
-use crate::context::{read_ignore_file, ContextIndex, PatternMatcher};
+use crate::context::{read_ignore_file, ContextIndex, HashCache, PatternMatcher};
 use crate::engine::{chain_name, Engine, LayerRef};
 use crate::exec::{CancelToken, NetworkMode};
 use crate::imageconfig::{
@@ -363,7 +363,11 @@ impl Engine {
             let patterns = ignore.map(|i| i.patterns).unwrap_or_default();
             let matcher = PatternMatcher::new(&patterns)?;
             let filtered = !patterns.is_empty();
-            let index = ContextIndex::walk(&opts.context, filtered.then_some(&matcher))?;
+            let mut index = ContextIndex::walk(&opts.context, filtered.then_some(&matcher))?;
+            index.set_hash_cache(Arc::new(HashCache::open(
+                &self.builder_dir(),
+                &opts.context,
+            )));
             (Some(index), filtered)
         } else {
             (None, false)
@@ -404,6 +408,12 @@ impl Engine {
         let lease = self.store().lease()?;
         let ran = build.run_stages();
         let _ = std::fs::remove_dir_all(&scratch);
+        // What was hashed stays true whether the build succeeded or not.
+        if let Some(index) = &build.context {
+            if let Some(memo) = index.hash_cache() {
+                memo.save(|path| index.position(path).is_some());
+            }
+        }
         ran?;
         let image = build.write_image()?;
         if tags.is_empty() {
@@ -749,7 +759,12 @@ impl Build<'_> {
                 }
             }
         }
-        if let Err(e) = self.last.save(&sp.display, &inputs_this_build) {
+        // An unchanged record is not written again (for a large COPY it is megabytes).
+        let unchanged = previous == inputs_this_build;
+        if let Err(e) = (!unchanged)
+            .then(|| self.last.save(&sp.display, &inputs_this_build))
+            .transpose()
+        {
             self.reporter.report(&Event::Warning {
                 step: None,
                 message: format!(

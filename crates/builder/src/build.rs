@@ -704,7 +704,8 @@ impl Build<'_> {
             duration: started.elapsed(),
         });
 
-        let previous = self.last.load(&sp.display);
+        // Read only when a step misses and its reason is wanted.
+        let previous = cache::LazyPrevious::new(&self.last, &sp.display);
         let mut inputs_this_build: Vec<KeyInputs> = Vec::new();
         let mut k = 1;
         for (pos, instr) in sp.instructions.iter().enumerate() {
@@ -759,12 +760,7 @@ impl Build<'_> {
                 }
             }
         }
-        // An unchanged record is not written again (for a large COPY it is megabytes).
-        let unchanged = previous == inputs_this_build;
-        if let Err(e) = (!unchanged)
-            .then(|| self.last.save(&sp.display, &inputs_this_build))
-            .transpose()
-        {
+        if let Err(e) = self.last.save(&sp.display, &inputs_this_build) {
             self.reporter.report(&Event::Warning {
                 step: None,
                 message: format!(
@@ -783,7 +779,7 @@ impl Build<'_> {
         instr: &Instruction,
         info: Option<&StepInfo>,
         no_cache: bool,
-        previous: &[KeyInputs],
+        previous: &cache::LazyPrevious<'_>,
         inputs: &mut Vec<KeyInputs>,
     ) -> Result<(), Error> {
         let escape = self.df.escape();
@@ -889,7 +885,7 @@ impl Build<'_> {
         run: &strata_parser::RunCommand,
         info: &StepInfo,
         no_cache: bool,
-        previous: &[KeyInputs],
+        previous: &cache::LazyPrevious<'_>,
         inputs: &mut Vec<KeyInputs>,
     ) -> Result<(), Error> {
         let resolve = |from: &str| -> Result<BindFrom, Error> { self.bind_from(from) };
@@ -970,7 +966,7 @@ impl Build<'_> {
         expanded: &Instruction,
         info: &StepInfo,
         no_cache: bool,
-        previous: &[KeyInputs],
+        previous: &cache::LazyPrevious<'_>,
         inputs: &mut Vec<KeyInputs>,
     ) -> Result<(), Error> {
         use crate::copy::{self, AddOptions, CopyRequest, InlineFile, SourceRoot};
@@ -1215,7 +1211,7 @@ impl Build<'_> {
         created_by: &str,
         info: &StepInfo,
         no_cache: bool,
-        previous: &[KeyInputs],
+        previous: &cache::LazyPrevious<'_>,
         inputs: &mut Vec<KeyInputs>,
     ) -> Result<(), Error> {
         let user = exec_config(&st.config).user().clone().unwrap_or_default();
@@ -1246,7 +1242,7 @@ impl Build<'_> {
         inputs: KeyInputs,
         created_by: String,
         no_cache: bool,
-        previous: &[KeyInputs],
+        previous: &cache::LazyPrevious<'_>,
         seen: &mut Vec<KeyInputs>,
         link: bool,
         action: &mut dyn FnMut(&Path, &mut StepSink<'_>) -> Result<(), Error>,
@@ -1269,7 +1265,7 @@ impl Build<'_> {
         let reason = if no_cache {
             "the cache is off for this stage (--no-cache or --no-cache-filter)".to_string()
         } else {
-            cache::miss_reason(previous, &self.step_texts(info), position, &inputs)
+            cache::miss_reason(previous.get(), &self.step_texts(info), position, &inputs)
         };
         self.reporter.report(&Event::CacheMiss {
             step: info.id,

@@ -232,17 +232,19 @@ impl Walker<'_> {
             let Some(name) = name.to_str() else {
                 return Err(Error::NonUtf8Path { path: item.path() });
             };
-            names.push(name.to_string());
+            names.push((name.to_string(), item));
         }
-        names.sort_unstable();
-        for name in names {
+        names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (name, item) in names {
             let child_abs = abs.join(&name);
             let child_rel = if rel.is_empty() {
                 name
             } else {
                 format!("{rel}/{name}")
             };
-            let meta = std::fs::symlink_metadata(&child_abs)
+            // `lstat` relative to the open directory (no walk of the whole path per file).
+            let meta = item
+                .metadata()
                 .map_err(|e| Error::io("stat", &child_abs, e))?;
             let link = if meta.file_type().is_symlink() {
                 let target = std::fs::read_link(&child_abs)

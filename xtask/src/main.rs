@@ -10,6 +10,7 @@ mod bench_analyze;
 mod bench_build;
 mod bench_overlay;
 mod bench_parser;
+mod bench_peers;
 mod bench_registry;
 mod bench_store;
 mod deps;
@@ -53,6 +54,9 @@ enum Bench {
     Registry(bench_registry::RegistryBenchArgs),
     /// `strata analyze` of a 1 GiB, 30-layer image against `zstd -dc` of its layers.
     Analyze(bench_analyze::AnalyzeBenchArgs),
+    /// strata vs BuildKit and buildah: five scenarios, cold/warm/one file changed, written
+    /// to BENCHMARKS.md and bench/peers.json.
+    Peers(bench_peers::PeersBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -66,5 +70,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(Bench::Analyze(b)) => bench_analyze::run(&b),
         Command::Man(m) => man::run(&m),
         Command::Bench(Bench::Registry(b)) => bench_registry::run(&b),
+        Command::Bench(Bench::Peers(b)) => bench_peers::run(&b),
     }
 }

@@ -433,6 +433,8 @@ fn scenarios(work: &Path, only: &[String]) -> anyhow::Result<Vec<Scenario>> {
             change: Box::new(move |round| Ok(fs::write(&stamp, format!("{round}\n"))?)),
         });
     }
+    // In the order (the titles are numbered).
+    out.sort_by(|a, b| a.title.cmp(b.title));
     Ok(out)
 }
 

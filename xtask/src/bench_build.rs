@@ -43,9 +43,9 @@ pub struct BuildBenchArgs {
     only: Vec<String>,
 }
 
-const SEED: &str = "FROM busybox\nRUN mkdir /opt/ && echo \"base jdk env\" > /opt/env\nCMD [\"cat\",\"/opt/env\"]\n";
+pub(crate) const SEED: &str = "FROM busybox\nRUN mkdir /opt/ && echo \"base jdk env\" > /opt/env\nCMD [\"cat\",\"/opt/env\"]\n";
 
-fn three_stages() -> String {
+pub(crate) fn three_stages() -> String {
     let stage = |name: &str| {
         format!(
             "FROM busybox AS {name}\nRUN mkdir -p /data && cd /data && dd if=/dev/urandom of=big bs=1M count=50 2>/dev/null && \
@@ -116,7 +116,7 @@ fn make_context(dir: &Path, case: &Case) -> anyhow::Result<()> {
 }
 
 /// A busybox root filesystem (Debian's busybox-static and its applet links).
-fn busybox_rootfs(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn busybox_rootfs(dir: &Path) -> anyhow::Result<()> {
     let bin = dir.join("bin");
     fs::create_dir_all(&bin)?;
     fs::copy("/bin/busybox", bin.join("busybox")).context("copying /bin/busybox")?;
@@ -134,7 +134,7 @@ fn busybox_rootfs(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// A fresh strata store holding `busybox:latest` from `tar`.
-fn strata_store(strata: &Path, root: &Path, oci: &Path) -> anyhow::Result<()> {
+pub(crate) fn strata_store(strata: &Path, root: &Path, oci: &Path) -> anyhow::Result<()> {
     let out = Command::new(strata)
         .arg("--root")
         .arg(root)
@@ -166,7 +166,7 @@ fn strata_store(strata: &Path, root: &Path, oci: &Path) -> anyhow::Result<()> {
 }
 
 /// An OCI layout archive of the busybox root filesystem, made with umoci.
-fn busybox_oci(work: &Path, rootfs: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn busybox_oci(work: &Path, rootfs: &Path) -> anyhow::Result<PathBuf> {
     let layout = work.join("busybox-oci");
     let bundle = work.join("busybox-bundle");
     let run = |args: &[&str]| -> anyhow::Result<()> {
@@ -284,8 +284,8 @@ fn strata_case(
 }
 
 /// A private dockerd (peers.md), stopped on drop.
-struct Dockerd {
-    child: Child,
+pub(crate) struct Dockerd {
+    pub(crate) child: Child,
     socket: String,
 }
 
@@ -298,7 +298,7 @@ impl Drop for Dockerd {
     }
 }
 
-fn start_dockerd(work: &Path) -> anyhow::Result<Dockerd> {
+pub(crate) fn start_dockerd(work: &Path) -> anyhow::Result<Dockerd> {
     let Some(dockerd) = ["/usr/sbin/dockerd", "/usr/bin/dockerd"]
         .iter()
         .map(Path::new)
@@ -343,7 +343,7 @@ fn start_dockerd(work: &Path) -> anyhow::Result<Dockerd> {
     )
 }
 
-fn docker(d: &Dockerd) -> Command {
+pub(crate) fn docker(d: &Dockerd) -> Command {
     let mut c = Command::new("/usr/bin/docker");
     c.env("DOCKER_HOST", format!("unix://{}", d.socket))
         .env("DOCKER_BUILDKIT", "1");

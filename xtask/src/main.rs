@@ -11,6 +11,7 @@ mod bench_analyze;
 mod bench_build;
 mod bench_overlay;
 mod bench_parser;
+mod bench_peers;
 mod bench_registry;
 mod bench_store;
 mod busybox;
@@ -63,6 +64,9 @@ enum Bench {
     Registry(bench_registry::RegistryBenchArgs),
     /// `strata analyze` of a 1 GiB, 30-layer image against `zstd -dc` of its layers.
     Analyze(bench_analyze::AnalyzeBenchArgs),
+    /// strata vs BuildKit and buildah: five scenarios, cold/warm/one file changed, written
+    /// to BENCHMARKS.md and bench/peers.json.
+    Peers(bench_peers::PeersBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -78,5 +82,6 @@ fn main() -> anyhow::Result<()> {
         Command::Man(m) => man::run(&m),
         Command::TtyCheck(t) => tty_check::run(&t),
         Command::Bench(Bench::Registry(b)) => bench_registry::run(&b),
+        Command::Bench(Bench::Peers(b)) => bench_peers::run(&b),
     }
 }

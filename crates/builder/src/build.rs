@@ -37,7 +37,7 @@ use strata_store::{Compression, Digest, Image, ImageConfig, RefKind, Reference};
 
 use crate::cache::{self, LastBuilds, StepRecord};
 use crate::cachekey::{KeyInputs, OpKind, Parent};
-use crate::context::{read_ignore_file, ContextIndex, PatternMatcher};
+use crate::context::{read_ignore_file, ContextIndex, HashCache, PatternMatcher};
 use crate::engine::{chain_name, Engine, LayerRef};
 use crate::exec::{CancelToken, NetworkMode};
 use crate::imageconfig::{
@@ -387,7 +387,11 @@ impl Engine {
             let patterns = ignore.map(|i| i.patterns).unwrap_or_default();
             let matcher = PatternMatcher::new(&patterns)?;
             let filtered = !patterns.is_empty();
-            let index = ContextIndex::walk(&opts.context, filtered.then_some(&matcher))?;
+            let mut index = ContextIndex::walk(&opts.context, filtered.then_some(&matcher))?;
+            index.set_hash_cache(Arc::new(HashCache::open(
+                &self.builder_dir(),
+                &opts.context,
+            )));
             (Some(index), filtered)
         } else {
             (None, false)
@@ -433,6 +437,12 @@ impl Engine {
         let lease = self.store().lease()?;
         let ran = build.run_stages();
         let _ = std::fs::remove_dir_all(&scratch);
+        // What was hashed stays true whether the build succeeded or not.
+        if let Some(index) = &build.context {
+            if let Some(memo) = index.hash_cache() {
+                memo.save(|path| index.position(path).is_some());
+            }
+        }
         ran?;
         let image = build.write_image()?;
         if tags.is_empty() {
@@ -763,7 +773,8 @@ impl Build<'_> {
             duration: started.elapsed(),
         });
 
-        let previous = self.last.load(&sp.display);
+        // Read only when a step misses and its reason is wanted.
+        let previous = cache::LazyPrevious::new(&self.last, &sp.display);
         let mut inputs_this_build: Vec<KeyInputs> = Vec::new();
         let mut k = 1;
         for (pos, instr) in sp.instructions.iter().enumerate() {
@@ -837,7 +848,7 @@ impl Build<'_> {
         instr: &Instruction,
         info: Option<&StepInfo>,
         no_cache: bool,
-        previous: &[KeyInputs],
+        previous: &cache::LazyPrevious<'_>,
         inputs: &mut Vec<KeyInputs>,
     ) -> Result<(), Error> {
         let escape = self.df.escape();
@@ -943,7 +954,7 @@ impl Build<'_> {
         run: &strata_parser::RunCommand,
         info: &StepInfo,
         no_cache: bool,
-        previous: &[KeyInputs],
+        previous: &cache::LazyPrevious<'_>,
         inputs: &mut Vec<KeyInputs>,
     ) -> Result<(), Error> {
         let resolve = |from: &str| -> Result<BindFrom, Error> { self.bind_from(from) };
@@ -1034,7 +1045,7 @@ impl Build<'_> {
         expanded: &Instruction,
         info: &StepInfo,
         no_cache: bool,
-        previous: &[KeyInputs],
+        previous: &cache::LazyPrevious<'_>,
         inputs: &mut Vec<KeyInputs>,
     ) -> Result<(), Error> {
         use crate::copy::{self, AddOptions, CopyRequest, InlineFile, SourceRoot};
@@ -1313,7 +1324,7 @@ impl Build<'_> {
         created_by: &str,
         info: &StepInfo,
         no_cache: bool,
-        previous: &[KeyInputs],
+        previous: &cache::LazyPrevious<'_>,
         inputs: &mut Vec<KeyInputs>,
     ) -> Result<(), Error> {
         let user = exec_config(&st.config).user().clone().unwrap_or_default();
@@ -1344,7 +1355,7 @@ impl Build<'_> {
         inputs: KeyInputs,
         created_by: String,
         no_cache: bool,
-        previous: &[KeyInputs],
+        previous: &cache::LazyPrevious<'_>,
         seen: &mut Vec<KeyInputs>,
         link: bool,
         action: &mut dyn FnMut(&Path, &mut StepSink<'_>) -> Result<(), Error>,
@@ -1387,7 +1398,7 @@ impl Build<'_> {
         let reason = if no_cache {
             "the cache is off for this stage (--no-cache or --no-cache-filter)".to_string()
         } else {
-            cache::miss_reason(previous, &self.step_texts(info), position, &inputs)
+            cache::miss_reason(previous.get(), &self.step_texts(info), position, &inputs)
         };
         self.reporter.report(&Event::CacheMiss {
             step: info.id,
@@ -1412,7 +1423,8 @@ impl Build<'_> {
             action(&rootfs, &mut sink)?;
             sink.finish();
             snap.unmount(&active)?;
-            let mut writer = store.layer_writer(self.opts.compression)?;
+            // The fastest level: a step's blob is written on the build's critical path.
+            let mut writer = store.layer_writer_fast(self.opts.compression)?;
             let stats = snap.write_layer(
                 &active,
                 &mut writer,

@@ -215,9 +215,9 @@ impl LastBuilds {
         }
     }
 
-    /// Records the inputs of `stage`'s layer steps of a successful build.
+    /// Records the inputs of `stage`'s layer steps of a successful build. A record that
+    /// would not change is not written again (for a large `COPY` it is megabytes).
     pub fn save(&self, stage: &str, steps: &[KeyInputs]) -> Result<(), Error> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("create", &self.dir, e))?;
         let record = StageRecord {
             identity: self.identity.clone(),
             stage: stage.to_string(),
@@ -225,9 +225,37 @@ impl LastBuilds {
         };
         let bytes = serde_json::to_vec(&record).map_err(|source| Error::CacheRecord { source })?;
         let path = self.file(stage);
+        if std::fs::read(&path).is_ok_and(|old| old == bytes) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("create", &self.dir, e))?;
         let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
         std::fs::write(&tmp, bytes).map_err(|e| Error::io("write", &tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))
+    }
+}
+
+/// The last build of a stage, read on first use (a fully cached build never needs it).
+#[derive(Debug)]
+pub struct LazyPrevious<'a> {
+    last: &'a LastBuilds,
+    stage: &'a str,
+    steps: std::sync::OnceLock<Vec<KeyInputs>>,
+}
+
+impl<'a> LazyPrevious<'a> {
+    /// The record of `stage` in `last`, not read yet.
+    pub fn new(last: &'a LastBuilds, stage: &'a str) -> Self {
+        LazyPrevious {
+            last,
+            stage,
+            steps: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The inputs of the stage's layer steps the last time it was built.
+    pub fn get(&self) -> &[KeyInputs] {
+        self.steps.get_or_init(|| self.last.load(self.stage))
     }
 }
 

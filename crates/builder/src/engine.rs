@@ -10,7 +10,8 @@
 //! Beside those, the builder keeps its own state under `<root>/builder/`: `cache-mounts/`
 //! (`RUN --mount=type=cache` folders), `last/` (the inputs of the last build of every stage,
 //! to explain cache misses), `hash-memo/` (what a `COPY --from` of an immutable layer stack
-//! hashed to) and `logs/` (every step's full output).
+//! hashed to), `hash-cache/` (the digests of build context files by their `lstat` identity,
+//! [`crate::context::hashcache`]) and `logs/` (every step's full output).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -275,6 +276,7 @@ impl Engine {
                 }
                 remove_any(&self.builder_dir().join("last"))?;
                 remove_any(&self.builder_dir().join("hash-memo"))?;
+                remove_any(&self.builder_dir().join("hash-cache"))?;
             }
         }
         report.gc = self.store.gc(GcOptions {

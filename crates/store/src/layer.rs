@@ -16,6 +16,11 @@ use crate::store::Store;
 
 /// zstd level for layers (the zstd CLI's default).
 const ZSTD_LEVEL: i32 = 3;
+
+/// zstd level of [`Store::layer_writer_fast`]. Measured on a 700 MB tar of shared libraries
+/// here (2 cores, loaded): level 1 took 6.2 s against 16.6 s for level 3 (2.7x faster) for
+/// 11% more bytes (249 vs 224 MB); on incompressible data both store the input as is.
+const ZSTD_FAST_LEVEL: i32 = 1;
 /// Bytes of input per zstd worker job.
 const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
@@ -210,15 +215,28 @@ impl Read for LayerReader {
 impl Store {
     /// Start ingesting a layer: write its uncompressed tar into the returned writer.
     pub fn layer_writer(&self, compression: Compression) -> Result<LayerWriter> {
+        self.layer_writer_at(compression, ZSTD_LEVEL, flate2::Compression::default())
+    }
+
+    /// [`Store::layer_writer`] with the fastest levels (zstd 1, gzip 1), for layers made
+    /// on this machine (build steps), whose blob is written on the critical path of a
+    /// build; the same layer always gives the same blob.
+    pub fn layer_writer_fast(&self, compression: Compression) -> Result<LayerWriter> {
+        self.layer_writer_at(compression, ZSTD_FAST_LEVEL, flate2::Compression::fast())
+    }
+
+    fn layer_writer_at(
+        &self,
+        compression: Compression,
+        zstd_level: i32,
+        gzip_level: flate2::Compression,
+    ) -> Result<LayerWriter> {
         let blob = self.blob_writer()?;
         let sink = match compression {
             Compression::None => Sink::Plain(blob),
-            Compression::Gzip => Sink::Gzip(flate2::write::GzEncoder::new(
-                blob,
-                flate2::Compression::default(),
-            )),
+            Compression::Gzip => Sink::Gzip(flate2::write::GzEncoder::new(blob, gzip_level)),
             Compression::Zstd => {
-                let mut enc = zstd::stream::write::Encoder::new(blob, ZSTD_LEVEL)
+                let mut enc = zstd::stream::write::Encoder::new(blob, zstd_level)
                     .map_err(|e| Error::stream("start zstd", e))?;
                 let workers = std::thread::available_parallelism()
                     .map(|n| n.get())
@@ -466,6 +484,20 @@ mod tests {
         let blobs = s.layer_blobs(&Digest::of(&data)).unwrap();
         assert_eq!(blobs.len(), 3);
         assert_eq!(blobs[0].compression(), Compression::None);
+    }
+
+    #[test]
+    fn fast_levels_read_back_with_the_same_diff_id() {
+        let (_d, s) = store();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for c in [Compression::Gzip, Compression::Zstd] {
+            let mut w = s.layer_writer_fast(c).unwrap();
+            w.write_all(&data).unwrap();
+            let info = w.finish().unwrap();
+            assert_eq!(info.diff_id, Digest::of(&data), "{c}");
+            assert_eq!(info.compression(), c);
+            assert_eq!(read_all(&s, &info).unwrap(), data);
+        }
     }
 
     #[test]

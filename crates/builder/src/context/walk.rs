@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::hashcache::{HashCache, StatId};
 use super::ignore::{ParentMatches, PatternMatcher};
 use crate::Error;
 
@@ -103,7 +105,10 @@ impl Entry {
 pub struct ContextIndex {
     root: PathBuf,
     entries: Vec<Entry>,
+    /// The `lstat` identity of each entry, for the digest memo.
+    stats: Vec<StatId>,
     positions: HashMap<String, usize>,
+    hash_cache: Option<Arc<HashCache>>,
 }
 
 impl ContextIndex {
@@ -117,13 +122,17 @@ impl ContextIndex {
         let mut index = ContextIndex {
             root: root.to_path_buf(),
             entries: Vec::new(),
+            stats: Vec::new(),
             positions: HashMap::new(),
+            hash_cache: None,
         };
         index.entries.push(entry_from("", &meta, None));
+        index.stats.push(StatId::from_metadata(&meta));
         let mut walker = Walker {
             ignore,
             pending: Vec::new(),
             out: &mut index.entries,
+            stats: &mut index.stats,
         };
         walker.dir(root, "", &ParentMatches::default())?;
         index.positions = index
@@ -148,6 +157,21 @@ impl ContextIndex {
     /// Position of `path` (relative, clean; `""` for the root) in [`ContextIndex::entries`].
     pub fn position(&self, path: &str) -> Option<usize> {
         self.positions.get(path).copied()
+    }
+
+    /// The `lstat` identity the walk saw for the entry at `pos`.
+    pub fn stat(&self, pos: usize) -> Option<&StatId> {
+        self.stats.get(pos)
+    }
+
+    /// Attaches the digest memo that hashing this context consults and feeds.
+    pub fn set_hash_cache(&mut self, cache: Arc<HashCache>) {
+        self.hash_cache = Some(cache);
+    }
+
+    /// The digest memo, if one is attached.
+    pub fn hash_cache(&self) -> Option<&HashCache> {
+        self.hash_cache.as_deref()
     }
 
     /// The entry at `path`.
@@ -194,8 +218,9 @@ struct Walker<'a> {
     ignore: Option<&'a PatternMatcher>,
     /// Excluded directories being walked because an exception may include something below
     /// them; emitted (in order) when that happens. The flag says whether it was emitted.
-    pending: Vec<(Entry, bool)>,
+    pending: Vec<(Entry, StatId, bool)>,
     out: &'a mut Vec<Entry>,
+    stats: &'a mut Vec<StatId>,
 }
 
 impl Walker<'_> {
@@ -207,17 +232,19 @@ impl Walker<'_> {
             let Some(name) = name.to_str() else {
                 return Err(Error::NonUtf8Path { path: item.path() });
             };
-            names.push(name.to_string());
+            names.push((name.to_string(), item));
         }
-        names.sort_unstable();
-        for name in names {
+        names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (name, item) in names {
             let child_abs = abs.join(&name);
             let child_rel = if rel.is_empty() {
                 name
             } else {
                 format!("{rel}/{name}")
             };
-            let meta = std::fs::symlink_metadata(&child_abs)
+            // `lstat` relative to the open directory (no walk of the whole path per file).
+            let meta = item
+                .metadata()
                 .map_err(|e| Error::io("stat", &child_abs, e))?;
             let link = if meta.file_type().is_symlink() {
                 let target = std::fs::read_link(&child_abs)
@@ -230,6 +257,7 @@ impl Walker<'_> {
                 None
             };
             let entry = entry_from(&child_rel, &meta, link);
+            let stat = StatId::from_metadata(&meta);
             let is_dir = entry.kind == FileKind::Dir;
             let (excluded, matches) = match self.ignore {
                 Some(m) => m.is_excluded_in_walk(&child_rel, parent)?,
@@ -238,19 +266,21 @@ impl Walker<'_> {
             if excluded {
                 let ignore = self.ignore.filter(|m| is_dir && !m.can_prune(&child_rel));
                 if ignore.is_some() {
-                    self.pending.push((entry, false));
+                    self.pending.push((entry, stat, false));
                     self.dir(&child_abs, &child_rel, &matches)?;
                     self.pending.pop();
                 }
                 continue;
             }
-            for (parent_entry, emitted) in self.pending.iter_mut() {
+            for (parent_entry, parent_stat, emitted) in self.pending.iter_mut() {
                 if !*emitted {
                     self.out.push(parent_entry.clone());
+                    self.stats.push(*parent_stat);
                     *emitted = true;
                 }
             }
             self.out.push(entry);
+            self.stats.push(stat);
             if is_dir {
                 self.dir(&child_abs, &child_rel, &matches)?;
             }

@@ -27,7 +27,7 @@ use strata_overlay::meta::carried_xattr;
 use super::chmod::Chmod;
 use super::sources::overlay_io;
 use crate::cachekey::Encoder;
-use crate::context::{Entry, FileKind};
+use crate::context::{Entry, FileKind, HashCache, StatId};
 use crate::user::Owner;
 use crate::Error;
 
@@ -122,6 +122,49 @@ impl HashSettings<'_> {
 
     /// Hashes the entry `e` (its `path` relative to `root`, never through a symlink).
     pub fn hash_entry(&self, root: &Root, e: &Entry) -> Result<Hashed, Error> {
+        self.hash_entry_read(root, e).map(|(hashed, _, _)| hashed)
+    }
+
+    /// Hashes the build-context entry `e` through the digest memo: a regular file whose
+    /// walked identity `walked` the memo knows (with the same header: mode after
+    /// `--chmod`, owner, size, extended attributes) is not opened; any other is read and,
+    /// if it is a regular file, remembered.
+    pub fn hash_entry_memo(
+        &self,
+        root: &Root,
+        e: &Entry,
+        walked: Option<&StatId>,
+        memo: &HashCache,
+    ) -> Result<Hashed, Error> {
+        if e.kind != FileKind::File {
+            return self.hash_entry(root, e);
+        }
+        if let Some(id) = walked {
+            if let Some(xattrs) = memo.xattrs(&e.path, id) {
+                let mode = self.mode(e.kind, id.mode & 0o7777);
+                let header: [u8; 32] =
+                    Sha256::digest(self.header(e, mode, id.size, &xattrs).as_bytes()).into();
+                if let Some(digest) = memo.digest(&e.path, id, &header) {
+                    return Ok(Hashed {
+                        mode,
+                        size: id.size,
+                        mtime: id.mtime,
+                        dev_ino: (id.dev, id.ino),
+                        nlink: id.nlink,
+                        xattrs,
+                        digest,
+                    });
+                }
+            }
+        }
+        let (hashed, id, header) = self.hash_entry_read(root, e)?;
+        memo.insert(&e.path, id, hashed.xattrs.clone(), header, hashed.digest);
+        Ok(hashed)
+    }
+
+    /// Reads and hashes `e`; also returns the `fstat` identity of what was read and the
+    /// digest of the header alone (the memo's keys).
+    fn hash_entry_read(&self, root: &Root, e: &Entry) -> Result<(Hashed, StatId, [u8; 32]), Error> {
         let open = |flags: OFlags| {
             root.open_at(Path::new(&e.path), flags, Mode::empty(), Follow::Never)
                 .map_err(|err| Error::io("open", shown(&e.path), overlay_io(err)))
@@ -156,8 +199,10 @@ impl HashSettings<'_> {
             FileKind::File | FileKind::Dir => read_xattrs(&fd),
             _ => Vec::new(),
         };
+        let header = self.header(e, mode, size, &xattrs);
+        let header_digest: [u8; 32] = Sha256::digest(header.as_bytes()).into();
         let mut hasher = Sha256::new();
-        hasher.update(self.header(e, mode, size, &xattrs).as_bytes());
+        hasher.update(header.as_bytes());
         if e.kind == FileKind::File {
             let read = hash_content(&fd, &mut hasher)
                 .map_err(|err| Error::io("read", shown(&e.path), err))?;
@@ -167,7 +212,7 @@ impl HashSettings<'_> {
                 });
             }
         }
-        Ok(Hashed {
+        let hashed = Hashed {
             mode,
             size,
             mtime: (st.st_mtime, st.st_mtime_nsec as i64),
@@ -175,7 +220,8 @@ impl HashSettings<'_> {
             nlink: st.st_nlink,
             xattrs,
             digest: hasher.finalize().into(),
-        })
+        };
+        Ok((hashed, StatId::from_stat(&st), header_digest))
     }
 
     /// Hashes an inline (heredoc) file: mode 0644 before `--chmod`, written now.

@@ -432,6 +432,11 @@ pub fn prepare(req: &CopyRequest) -> Result<CopyPlan, Error> {
         chmod: chmod.as_ref(),
         owner: &owner_key,
     };
+    // Context files go through the digest memo (unchanged files are not read again).
+    let memo = match req.from {
+        SourceRoot::Context { index, .. } => index.hash_cache().map(|m| (index, m)),
+        SourceRoot::Rootfs { .. } => None,
+    };
     let hashed: Vec<Result<Hashed, Error>> = items
         .par_iter()
         .map(|item| match item.origin {
@@ -446,7 +451,13 @@ pub fn prepare(req: &CopyRequest) -> Result<CopyPlan, Error> {
                     rdev: item.rdev,
                     link_target: item.link.clone(),
                 };
-                settings.hash_entry(&roots[r], &entry)
+                match memo {
+                    Some((index, memo)) if r == 0 => {
+                        let walked = index.position(&item.path).and_then(|p| index.stat(p));
+                        settings.hash_entry_memo(&roots[0], &entry, walked, memo)
+                    }
+                    _ => settings.hash_entry(&roots[r], &entry),
+                }
             }
             Origin::Inline(i) => {
                 Ok(settings.hash_inline(&req.inline[i].name, &req.inline[i].content))

@@ -1702,3 +1702,114 @@ fn plans_can_cross_threads() {
     send_sync::<CopyStats>();
     send_sync::<CopyRequest<'static>>();
 }
+
+/// The digest of copying the whole context, through a digest memo kept in `builder` (with
+/// no settling time) when given, and how many files the memo answered.
+fn context_digest(ctx: &mut Ctx, builder: Option<&Path>) -> (String, u64) {
+    ctx.reindex();
+    let memo = builder.map(|b| {
+        let memo = std::sync::Arc::new(crate::context::HashCache::open_with_settle(
+            b,
+            ctx.dir.path(),
+            std::time::Duration::ZERO,
+        ));
+        ctx.index.set_hash_cache(memo.clone());
+        memo
+    });
+    let plan = prepare(&request(ctx.root(), &["."], "/app/")).unwrap();
+    let hits = memo.map_or(0, |m| {
+        m.save(|p| ctx.index.position(p).is_some());
+        m.hits()
+    });
+    (plan.sources_input().digest, hits)
+}
+
+/// Lets the next change get a later ctime than what the memo remembered.
+fn next_tick() {
+    std::thread::sleep(std::time::Duration::from_millis(30));
+}
+
+#[test]
+fn digest_memo_reads_only_what_changed_and_is_never_wrong() {
+    let mut ctx = Ctx::new(&["a", "b", "sub/c", "sub/e"]);
+    let builder = tempfile::tempdir().unwrap();
+    let memo = Some(builder.path());
+    let plain = |ctx: &mut Ctx| context_digest(ctx, None).0;
+    next_tick();
+
+    let first = context_digest(&mut ctx, memo);
+    assert_eq!(first, (plain(&mut ctx), 0));
+    assert_eq!(context_digest(&mut ctx, memo), (first.0.clone(), 4));
+
+    // touch without a change: read again (once), same digest.
+    next_tick();
+    let a = ctx.dir.path().join("a");
+    std::fs::File::options()
+        .write(true)
+        .open(&a)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now())
+        .unwrap();
+    assert_eq!(context_digest(&mut ctx, memo), (first.0.clone(), 3));
+    assert_eq!(context_digest(&mut ctx, memo), (first.0.clone(), 4));
+
+    // A same-size edit with the mtime put back: the ctime gives it away.
+    next_tick();
+    let b = ctx.dir.path().join("b");
+    let mtime = std::fs::metadata(&b).unwrap().modified().unwrap();
+    std::fs::write(&b, "B").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&b)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let edited = context_digest(&mut ctx, memo);
+    assert_ne!(edited.0, first.0);
+    assert_eq!(edited, (plain(&mut ctx), 3));
+
+    // A rename, and two same-size files swapping names.
+    next_tick();
+    std::fs::rename(ctx.dir.path().join("sub/c"), ctx.dir.path().join("sub/d")).unwrap();
+    let renamed = context_digest(&mut ctx, memo);
+    assert_ne!(renamed.0, edited.0);
+    assert_eq!(renamed, (plain(&mut ctx), 3));
+    next_tick();
+    let tmp = ctx.dir.path().join("tmp-swap");
+    std::fs::rename(&a, &tmp).unwrap();
+    std::fs::rename(&b, &a).unwrap();
+    std::fs::rename(&tmp, &b).unwrap();
+    let swapped = context_digest(&mut ctx, memo);
+    assert_ne!(swapped.0, renamed.0);
+    assert_eq!(swapped, (plain(&mut ctx), 2));
+
+    // Other copy flags never share a digest; a chmod is a change.
+    let mut chmod = request(ctx.root(), &["."], "/app/");
+    chmod.chmod = Some("700".into());
+    let with_chmod = prepare(&chmod).unwrap().sources_input().digest;
+    assert_ne!(with_chmod, swapped.0);
+    next_tick();
+    std::fs::set_permissions(
+        ctx.dir.path().join("sub/e"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let chmodded = context_digest(&mut ctx, memo);
+    assert_ne!(chmodded.0, swapped.0);
+    assert_eq!(chmodded, (plain(&mut ctx), 3));
+}
+
+#[test]
+fn digest_memo_ignores_files_changed_in_their_timestamp_tick() {
+    // Default settling time: files written just now are hashed but never remembered.
+    let mut ctx = Ctx::new(&["a"]);
+    let builder = tempfile::tempdir().unwrap();
+    let memo = std::sync::Arc::new(crate::context::HashCache::open(
+        builder.path(),
+        ctx.dir.path(),
+    ));
+    ctx.index.set_hash_cache(memo.clone());
+    prepare(&request(ctx.root(), &["."], "/app/")).unwrap();
+    assert!(memo.is_empty());
+    assert!(!memo.save(|_| true));
+}

@@ -512,3 +512,54 @@ fn man_pages_cover_every_command() {
     let history = std::fs::read_to_string(dir.join("strata-history.1")).unwrap();
     assert!(history.contains("Examples"), "examples reach the man page");
 }
+
+/// Run `strata --root ROOT ARGS...` with standard output a pipe whose reader is already
+/// closed, as `strata images | head -0` would leave it; returns the exit code and stderr.
+fn into_closed_pipe(root: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    // Closing the reader before the child starts makes its first write fail, every time.
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdout(std::process::Stdio::from(writer))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_closed_standard_output_ends_listings_quietly() {
+    let (_d, root) = temp_root();
+    seed(&root);
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/app.Dockerfile");
+    for args in [
+        &["images"][..],
+        &["images", "--format", "json"],
+        &["images", "--tree"],
+        &["history", "layer-urm:v1"],
+        &["inspect", "layer-urm:v1"],
+        &["system", "df", "-v"],
+        &["system", "df", "-v", "--format", "json"],
+        &["fsck"],
+        &["version"],
+        &["completion", "bash"],
+        &["parse", "--dump", fixtures],
+        &["lint", "--format", "json", fixtures],
+    ] {
+        let (code, stderr) = into_closed_pipe(&root, args);
+        assert_eq!((code, stderr.as_str()), (Some(0), ""), "strata {args:?}");
+    }
+    // A real failure is still reported while nobody reads standard output.
+    let (code, stderr) = into_closed_pipe(&root, &["history", "nothere"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.starts_with("Error: no such image: nothere"),
+        "{stderr}"
+    );
+}

@@ -38,6 +38,7 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use crate::global::GlobalArgs;
+use crate::ui::out::outln;
 
 /// Every subcommand of `strata`.
 #[derive(Debug, Subcommand)]
@@ -136,7 +137,7 @@ pub enum Command {
 pub fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Version => {
-            println!("strata {}", env!("CARGO_PKG_VERSION"));
+            outln!("strata {}", env!("CARGO_PKG_VERSION"))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Build(args) => build::run(global, &args),

@@ -11,6 +11,7 @@ use strata_store::human_size;
 
 use crate::global::GlobalArgs;
 use crate::ui::human;
+use crate::ui::out::out;
 
 /// Options of `strata prune`.
 #[derive(Debug, Args)]
@@ -81,7 +82,7 @@ pub fn run_builder(global: &GlobalArgs, command: &BuilderCommand) -> anyhow::Res
 fn prune(global: &GlobalArgs, options: PruneOptions) -> anyhow::Result<ExitCode> {
     let engine = global.open_engine()?;
     let report = engine.prune(&options)?;
-    print!("{}", describe(&report, human::now()));
+    out!("{}", describe(&report, human::now()))?;
     Ok(ExitCode::SUCCESS)
 }
 

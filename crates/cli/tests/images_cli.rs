@@ -563,3 +563,73 @@ fn a_closed_standard_output_ends_listings_quietly() {
         "{stderr}"
     );
 }
+
+#[test]
+fn prune_reports_as_json_what_its_text_lists() {
+    let (_d, root) = temp_root();
+    let seed = seed(&root);
+    // A blob nothing references, and a cache record with a layer of its own.
+    let stray = seed.store.write_blob(&[7; 1234]).unwrap();
+    let own = layer(
+        &seed.store,
+        &layer_tar(&[("cache/", b""), ("cache/x", &[1; 5000][..])]),
+    );
+    let rec = seed
+        .store
+        .write_record(&Record {
+            references: vec![own.descriptor()],
+            chain: vec![],
+            data: serde_json::Value::Null,
+        })
+        .unwrap();
+    seed.store
+        .set_ref(RefKind::Cache, &Digest::of(b"key").hex(), &rec)
+        .unwrap();
+    let vfs = ["--storage-driver", "vfs"];
+    let prune = |args: &[&str]| ok(&root, &[&vfs[..], args].concat());
+    let text = prune(&["prune", "--cache", "--dry-run"]);
+    let dry: serde_json::Value = serde_json::from_str(&prune(&[
+        "prune",
+        "--cache",
+        "--dry-run",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(dry["DryRun"], true);
+    assert_eq!(dry["CacheRecordsRemoved"], 1);
+    let blobs: Vec<String> = dry["Blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["Name"].as_str().unwrap().to_string())
+        .collect();
+    // The stray blob, the record and its layer: each one also a line of the text.
+    assert_eq!(blobs.len(), 3, "{dry}");
+    assert!(blobs.contains(&stray.digest.to_string()), "{dry}");
+    for b in &blobs {
+        assert!(text.contains(&format!("would remove {b} (")), "{b}\n{text}");
+    }
+    let total = dry["SpaceReclaimed"].as_u64().unwrap();
+    let listed: u64 = dry["Blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["Size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, listed, "{dry}");
+    // The real prune removes what the dry run listed; builder prune has the same switch.
+    let done: serde_json::Value =
+        serde_json::from_str(&prune(&["prune", "--cache", "--format", "json"])).unwrap();
+    assert_eq!(
+        (&done["DryRun"], &done["Blobs"], &done["SpaceReclaimed"]),
+        (&false.into(), &dry["Blobs"], &dry["SpaceReclaimed"])
+    );
+    let again: serde_json::Value =
+        serde_json::from_str(&prune(&["builder", "prune", "--format", "json"])).unwrap();
+    assert_eq!(
+        (&again["Blobs"], &again["SpaceReclaimed"]),
+        (&serde_json::json!([]), &0.into()),
+        "{again}"
+    );
+}

@@ -88,7 +88,7 @@ pub enum Command {
     Fsck(fsck::FsckArgs),
     /// Remove blobs and layer folders that no tag, cache record or container references.
     #[command(
-        after_help = "Examples:\n  strata prune --dry-run\n  strata prune --cache\n  strata prune --keep-storage 2GB --dry-run"
+        after_help = "Examples:\n  strata prune --dry-run\n  strata prune --cache\n  strata prune --keep-storage 2GB --dry-run\n  strata prune --dry-run --format json"
     )]
     Prune(prune::PruneArgs),
     /// Manage the build cache.

@@ -5,7 +5,7 @@
 //! `prune` keeping what containers use. Containers need root and overlayfs: every test is
 //! privileged.
 
-mod store_common;
+mod common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -13,7 +13,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use store_common::{have, strata};
+use common::{have, strata};
 
 const PRIVILEGED: &str = "privileged: needs root and overlayfs (run by cargo xtask test)";
 

@@ -2,9 +2,9 @@
 //! the binary, on a deterministic family of images made with the store API: `busybox`,
 //! `layer-base:v1` built on it, and `layer-urm:v1`, `layer-sso:v1` built on the base.
 
-mod images_common;
+mod common;
 
-use images_common::*;
+use common::*;
 use strata_builder::cache;
 use strata_builder::cachekey::{CacheKey, KeyInputs, OpKind, Parent};
 use strata_overlay::{Driver, Snapshotter};
@@ -519,7 +519,7 @@ fn into_closed_pipe(root: &std::path::Path, args: &[&str]) -> (Option<i32>, Stri
     let (reader, writer) = nix::unistd::pipe().unwrap();
     // Closing the reader before the child starts makes its first write fail, every time.
     drop(reader);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+    let out = strata()
         .arg("--root")
         .arg(root)
         .args(args)

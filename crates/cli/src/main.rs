@@ -2,7 +2,11 @@
 //!
 //! The binary only defines the command line, renders output and maps outcomes to exit codes;
 //! the work is done by the library crates. Exit codes follow Docker's convention: 0 on
-//! success, 1 on failure, 125 on a usage error.
+//! success, 1 on failure, 125 on a usage error. A reader that closes standard output early
+//! (`strata images | head -1`) ends the command quietly with exit 0.
+
+// Printing goes through `ui::out` so a closed pipe is an error to handle, not a panic.
+#![deny(clippy::print_stdout)]
 
 mod commands;
 mod global;
@@ -48,6 +52,11 @@ fn main() -> ExitCode {
     ));
     match commands::run(&cli.global, cli.command) {
         Ok(code) => code,
+        Err(e) if ui::out::is_closed_stdout(&e) => {
+            // The reader has what it wanted (`| head`): nothing is wrong, say nothing.
+            log::debug!("standard output closed: {e:#}");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             // Errors from the store or the snapshotter happened in the store: say which.
             let store = ui::error::is_storage_error(&e)

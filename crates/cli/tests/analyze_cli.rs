@@ -2,18 +2,17 @@
 //! store API: `apt:1` downloads package lists in one RUN and deletes them in the next,
 //! `multi:1` is a multi-stage build done right (only the binary reaches the final stage).
 
-mod images_common;
+mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use images_common::*;
+use common::*;
 use strata_store::{Reference, Store};
 
 /// Run `strata --root ROOT ARGS...` in `tests/fixtures` (so `-f apt.Dockerfile` works);
 /// exit code, stdout and stderr as one text.
 fn strata(root: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+    let out = common::strata()
         .arg("--root")
         .arg(root)
         .args(args)

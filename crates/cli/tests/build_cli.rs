@@ -2,9 +2,12 @@
 //! failures and exit codes, `prune --cache` / `builder prune`, and the seed example's
 //! `history`. Builds need root and overlayfs: every test is privileged.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::regex_escape;
 use strata_overlay::{diff_dirs, write_tar, TarOptions};
 use strata_store::{Compression, ImageConfig, Reference, Store};
 
@@ -113,17 +116,6 @@ impl Fixture {
         s.add_filter(r"(DONE|FAILED) \d+\.\ds", "$1 [D]s");
         s
     }
-}
-
-fn regex_escape(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn path(p: &Path) -> &str {

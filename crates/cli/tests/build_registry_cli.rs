@@ -4,66 +4,28 @@
 //! cache exports that fail (a warning, in bounded time). A "second machine" is a fresh store.
 //! Builds need root and overlayfs: every test is privileged.
 
+mod common;
 #[path = "../../store/tests/registry_common/mod.rs"]
 mod registry_common;
-mod store_common;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::temp;
 use registry_common::{Registry, Setup};
-use store_common::{busybox_config, temp};
-use strata_overlay::{diff_dirs, write_tar, TarOptions};
 use strata_store::registry::{Client, ClientOptions, Event as RegistryEvent};
 use strata_store::{Compression, FsckOptions, Reference, Store};
 
-/// A store at `root` holding `busybox:latest` (Debian's busybox-static, one applet symlink
-/// each, tarred by the overlay crate as a build would); `None` without busybox.
+/// A store at `root` holding `busybox:latest` (zstd); `None` without busybox.
 fn store_with_busybox(root: &Path) -> Option<Store> {
-    let rootfs = temp();
-    let bin = rootfs.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    if std::fs::copy(store_common::BUSYBOX, bin.join("busybox")).is_err() {
-        eprintln!("SKIPPED: busybox-static is missing");
-        return None;
-    }
-    let list = std::process::Command::new(store_common::BUSYBOX)
-        .arg("--list")
-        .output()
-        .unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if !applet.is_empty() && applet != "busybox" && !applet.contains('/') {
-            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
-        }
-    }
-    std::fs::create_dir_all(rootfs.path().join("etc")).unwrap();
-    std::fs::write(
-        rootfs.path().join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\n",
-    )
-    .unwrap();
-    let empty = temp();
-    let mut tar = Vec::new();
-    let set = diff_dirs(empty.path(), rootfs.path()).unwrap();
-    let options = TarOptions {
-        clamp_mtime: Some(1_700_000_000),
-    };
-    write_tar(&set, &mut tar, &options).unwrap();
-    let store = Store::open(root).unwrap();
-    let image = store
-        .import(&tar[..], &busybox_config(), Compression::Zstd)
-        .unwrap();
-    store
-        .tag(&Reference::parse("busybox:latest").unwrap(), &image)
-        .unwrap();
-    Some(store)
+    common::store_with_busybox(root, Compression::Zstd)
 }
 
 /// `strata --root ROOT ARGS...`, with a private (empty) Docker config.
 fn strata(root: &Path, args: &[&str]) -> Output {
-    store_common::strata()
+    common::strata()
         .arg("--root")
         .arg(root)
         .args(args)
@@ -461,7 +423,7 @@ fn from_pulls_a_missing_image_and_pull_picks_up_a_re_pushed_tag() {
 fn login(root: &Path, registry_args: &[&str], registry: &str) {
     use std::io::Write;
     use std::process::Stdio;
-    let mut child = store_common::strata()
+    let mut child = common::strata()
         .arg("--root")
         .arg(root)
         .arg("login")

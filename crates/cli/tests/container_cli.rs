@@ -5,7 +5,7 @@
 //! `prune` keeping what containers use. Containers need root and overlayfs: every test is
 //! privileged.
 
-mod store_common;
+mod common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -13,7 +13,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use store_common::{have, strata};
+use common::{have, strata};
 
 const PRIVILEGED: &str = "privileged: needs root and overlayfs (run by cargo xtask test)";
 
@@ -292,6 +292,62 @@ fn kept_containers_are_listed_and_removed() {
         .map(|i| i.key.clone())
         .collect();
     assert!(active.is_empty(), "writable layers left: {active:?}");
+}
+
+impl Fixture {
+    /// `system df -v`'s count of bytes in blobs nothing references.
+    fn unreferenced(&self) -> u64 {
+        let df: serde_json::Value =
+            serde_json::from_str(&self.ok(&["system", "df", "-v", "--format", "json"])).unwrap();
+        df["UnreferencedSize"].as_u64().expect("UnreferencedSize")
+    }
+
+    /// `fsck`'s first line: `checked N blobs (SIZE)`.
+    fn fsck_clean(&self) -> String {
+        let out = self.ok(&["fsck"]);
+        assert!(out.ends_with("store is consistent\n"), "{out}");
+        out.lines().next().unwrap().to_string()
+    }
+}
+
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn container_state_leaves_no_blobs_behind() {
+    let f = Fixture::new();
+    let before = f.fsck_clean();
+    assert_eq!(f.unreferenced(), 0);
+    // A --rm run records created, running and exited, then goes: the store is as it was.
+    assert_eq!(f.outcome(&["run", "--rm", "busybox", "true"]).2, 0);
+    assert_eq!(f.unreferenced(), 0);
+    assert_eq!(f.fsck_clean(), before);
+    // A kept container's state is its record file beside the store, replaced in place.
+    assert_eq!(
+        f.outcome(&["run", "--name", "kept", "busybox", "sh", "-c", "exit 3"])
+            .2,
+        3
+    );
+    assert_eq!(f.unreferenced(), 0);
+    assert_eq!(f.fsck_clean(), before);
+    let id = f.ok(&["ps", "-aq", "--no-trunc"]).trim().to_string();
+    let record = f
+        .root()
+        .join("builder/containers")
+        .join(format!("{id}.json"));
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert_eq!(
+        (
+            &saved["name"],
+            &saved["state"]["status"],
+            &saved["state"]["exit_code"]
+        ),
+        (&"kept".into(), &"exited".into(), &3.into()),
+        "{saved}"
+    );
+    assert_eq!(f.ok(&["rm", "kept"]), "kept\n");
+    assert!(!record.exists(), "the record file goes with the container");
+    assert_eq!(f.unreferenced(), 0);
+    assert_eq!(f.fsck_clean(), before);
 }
 
 #[test]

@@ -6,13 +6,13 @@
 //! why on standard error and in `target/tmp/docker-interop-skipped.txt`, and passes without
 //! checking anything: `cargo xtask test` prints that reason after the suite.
 
-mod store_common;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use store_common::{busybox_base, ok, s};
+use common::{busybox_base, ok, s};
 
 const DOCKERD: &str = "/usr/sbin/dockerd";
 const DOCKER: &str = "/usr/bin/docker";
@@ -251,7 +251,7 @@ fn docker_loads_strata_archives_and_strata_loads_docker_archives() {
         strata_layers(&root, "strata-made:v1"),
         "a round trip through Docker keeps every layer"
     );
-    let fsck = store_common::run(&other, &["fsck"]);
+    let fsck = common::run(&other, &["fsck"]);
     assert!(
         fsck.status.success(),
         "{}",

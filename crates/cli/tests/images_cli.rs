@@ -2,9 +2,9 @@
 //! the binary, on a deterministic family of images made with the store API: `busybox`,
 //! `layer-base:v1` built on it, and `layer-urm:v1`, `layer-sso:v1` built on the base.
 
-mod images_common;
+mod common;
 
-use images_common::*;
+use common::*;
 use strata_builder::cache;
 use strata_builder::cachekey::{CacheKey, KeyInputs, OpKind, Parent};
 use strata_overlay::{Driver, Snapshotter};
@@ -511,4 +511,125 @@ fn man_pages_cover_every_command() {
     }
     let history = std::fs::read_to_string(dir.join("strata-history.1")).unwrap();
     assert!(history.contains("Examples"), "examples reach the man page");
+}
+
+/// Run `strata --root ROOT ARGS...` with standard output a pipe whose reader is already
+/// closed, as `strata images | head -0` would leave it; returns the exit code and stderr.
+fn into_closed_pipe(root: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    // Closing the reader before the child starts makes its first write fail, every time.
+    drop(reader);
+    let out = strata()
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdout(std::process::Stdio::from(writer))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_closed_standard_output_ends_listings_quietly() {
+    let (_d, root) = temp_root();
+    seed(&root);
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/app.Dockerfile");
+    for args in [
+        &["images"][..],
+        &["images", "--format", "json"],
+        &["images", "--tree"],
+        &["history", "layer-urm:v1"],
+        &["inspect", "layer-urm:v1"],
+        &["system", "df", "-v"],
+        &["system", "df", "-v", "--format", "json"],
+        &["fsck"],
+        &["version"],
+        &["completion", "bash"],
+        &["parse", "--dump", fixtures],
+        &["lint", "--format", "json", fixtures],
+    ] {
+        let (code, stderr) = into_closed_pipe(&root, args);
+        assert_eq!((code, stderr.as_str()), (Some(0), ""), "strata {args:?}");
+    }
+    // A real failure is still reported while nobody reads standard output.
+    let (code, stderr) = into_closed_pipe(&root, &["history", "nothere"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.starts_with("Error: no such image: nothere"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn prune_reports_as_json_what_its_text_lists() {
+    let (_d, root) = temp_root();
+    let seed = seed(&root);
+    // A blob nothing references, and a cache record with a layer of its own.
+    let stray = seed.store.write_blob(&[7; 1234]).unwrap();
+    let own = layer(
+        &seed.store,
+        &layer_tar(&[("cache/", b""), ("cache/x", &[1; 5000][..])]),
+    );
+    let rec = seed
+        .store
+        .write_record(&Record {
+            references: vec![own.descriptor()],
+            chain: vec![],
+            data: serde_json::Value::Null,
+        })
+        .unwrap();
+    seed.store
+        .set_ref(RefKind::Cache, &Digest::of(b"key").hex(), &rec)
+        .unwrap();
+    let vfs = ["--storage-driver", "vfs"];
+    let prune = |args: &[&str]| ok(&root, &[&vfs[..], args].concat());
+    let text = prune(&["prune", "--cache", "--dry-run"]);
+    let dry: serde_json::Value = serde_json::from_str(&prune(&[
+        "prune",
+        "--cache",
+        "--dry-run",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(dry["DryRun"], true);
+    assert_eq!(dry["CacheRecordsRemoved"], 1);
+    let blobs: Vec<String> = dry["Blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["Name"].as_str().unwrap().to_string())
+        .collect();
+    // The stray blob, the record and its layer: each one also a line of the text.
+    assert_eq!(blobs.len(), 3, "{dry}");
+    assert!(blobs.contains(&stray.digest.to_string()), "{dry}");
+    for b in &blobs {
+        assert!(text.contains(&format!("would remove {b} (")), "{b}\n{text}");
+    }
+    let total = dry["SpaceReclaimed"].as_u64().unwrap();
+    let listed: u64 = dry["Blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["Size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, listed, "{dry}");
+    // The real prune removes what the dry run listed; builder prune has the same switch.
+    let done: serde_json::Value =
+        serde_json::from_str(&prune(&["prune", "--cache", "--format", "json"])).unwrap();
+    assert_eq!(
+        (&done["DryRun"], &done["Blobs"], &done["SpaceReclaimed"]),
+        (&false.into(), &dry["Blobs"], &dry["SpaceReclaimed"])
+    );
+    let again: serde_json::Value =
+        serde_json::from_str(&prune(&["builder", "prune", "--format", "json"])).unwrap();
+    assert_eq!(
+        (&again["Blobs"], &again["SpaceReclaimed"]),
+        (&serde_json::json!([]), &0.into()),
+        "{again}"
+    );
 }

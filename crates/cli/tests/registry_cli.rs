@@ -2,17 +2,17 @@
 //! skopeo: strata push -> skopeo copy -> same blobs; skopeo push -> strata pull; htpasswd basic
 //! auth over TLS with a throw-away CA; credentials in Docker's format that skopeo reads too.
 
+mod common;
 #[path = "../../store/tests/registry_common/mod.rs"]
 mod registry_common;
-mod store_common;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use common::{add_image_on_busybox, random_layer_tar, store_with_busybox, temp};
 use registry_common::{Registry, Setup, PASSWORD, USER};
-use store_common::{add_image_on_busybox, random_layer_tar, store_with_busybox, temp};
 use strata_store::{Compression, FsckOptions, Store};
 
 fn skopeo(args: &[&str]) -> Output {
@@ -34,7 +34,7 @@ fn skopeo_ok(args: &[&str]) -> String {
 
 /// Run strata with its own DOCKER_CONFIG and optional stdin.
 fn strata(root: &Path, docker_config: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = store_common::strata()
+    let mut child = common::strata()
         .arg("--root")
         .arg(root)
         .args(args)
@@ -85,7 +85,7 @@ fn layout_manifest(dir: &Path) -> serde_json::Value {
 }
 
 fn have_skopeo() -> bool {
-    if store_common::have("skopeo") {
+    if common::have("skopeo") {
         return true;
     }
     eprintln!("SKIPPED: skopeo is missing (apt-get install skopeo)");
@@ -354,7 +354,7 @@ fn login_logout_and_basic_auth_over_tls() {
     );
 
     // skopeo reads the credentials file strata wrote.
-    if store_common::have("skopeo") {
+    if common::have("skopeo") {
         let out = skopeo(&[
             "inspect",
             "--authfile",

@@ -7,13 +7,13 @@
 //! `STRATA_STORAGE_DRIVER=vfs` (where there are no lower folders to compare, which the test
 //! says and skips).
 
-mod store_common;
+mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use common::{busybox_base, ok, s};
 use regex::Regex;
-use store_common::{busybox_base, ok, s};
 
 /// `examples/seed/<name>` in the repository.
 fn seed_dir(name: &str) -> PathBuf {

@@ -1,8 +1,8 @@
 //! `strata save`, `load`, `images`, `fsck` and `prune` end to end, through the binary.
 
-mod store_common;
+mod common;
 
-use store_common::*;
+use common::*;
 use strata_store::Compression;
 
 #[test]

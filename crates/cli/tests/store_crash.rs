@@ -1,14 +1,14 @@
 //! Crash safety: `strata load` killed with SIGKILL at several points of a large archive leaves
 //! a consistent store with no partial image, and the load can be rerun.
 
-mod store_common;
+mod common;
 
 use std::io::Read;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use store_common::*;
+use common::*;
 use strata_store::Compression;
 
 /// Bytes of content in the store so far: committed blobs plus temp files being written.

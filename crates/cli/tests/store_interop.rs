@@ -2,11 +2,11 @@
 //! read by skopeo's `oci:` transport and by umoci, and skopeo's output loaded back.
 //! Run by `cargo xtask test` (which installs skopeo and umoci).
 
-mod store_common;
+mod common;
 
 use std::process::Command;
 
-use store_common::*;
+use common::*;
 use strata_store::{Compression, Store};
 
 const IGNORE: &str = "interop: needs skopeo and umoci (run by cargo xtask test)";

@@ -4,12 +4,16 @@
 //! A container is two things:
 //! - an **active snapshot** `container-<id>` on the image's unpacked chain
 //!   ([`Engine::ensure_unpacked`]): its upper dir is the container's writable layer;
-//! - a **record** behind a `containers/<id>` ref in the store ([`Record`]): it references the
-//!   image's manifest and config and lists the image's diffIDs as its chain, so the image's
+//! - a `containers/<id>` ref in the store pointing at the image's manifest, so the image's
 //!   blobs and unpacked layers are garbage-collection roots while the container exists (and
-//!   `rmi` refuses the image without `-f`). Its data is a [`Container`]: ID, name, image, the
+//!   `rmi` refuses the image without `-f`);
+//! - a **record file** `<root>/builder/containers/<id>.json` beside the store, replaced
+//!   atomically (write aside, rename) on every change: a [`Container`]: ID, name, image, the
 //!   resolved [`ContainerConfig`] (Docker's ENTRYPOINT/CMD matrix, env, user, working
-//!   directory, network, host name) and its [`State`].
+//!   directory, network, host name) and its [`State`]. Mutable state lives there and not in
+//!   the content-addressed store, where every state change would leave a blob behind for
+//!   `prune`. (Containers made before kept their data in a store [`Record`](strata_store::Record) behind the ref;
+//!   they are still read, and move to the file on their next change.)
 //!
 //! [`Containers`] runs them ([`Containers::start`]: mount, resolve the user in the
 //! container's own `/etc/passwd`, [`crate::exec::run`], unmount), lists, removes, commits
@@ -24,6 +28,10 @@
 //! and reads as exited with 137. `rm -f` kills the command's namespace through the init's
 //! pid in the record (checked against the process's start time) and waits for the lock.
 //! Names are made unique under `<root>/builder/containers/names.lock`.
+//!
+//! **Order.** `create` writes the record file, then the ref; `remove` drops the ref, then the
+//! file. The ref is what makes a container exist, so a crash in between leaves at worst an
+//! unread `<id>.json`, never a container without its data.
 
 mod changes;
 mod config;
@@ -41,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use strata_overlay::{
     diff_dirs, write_tar, Change, ChangeKind, Driver, TarOptions, TarStats, Usage,
 };
-use strata_store::{Compression, Descriptor, Digest, Image, Record, RefKind, Reference};
+use strata_store::{Compression, Descriptor, Digest, Image, RefKind, Reference};
 
 pub use changes::{docker_changes, line as diff_line};
 pub use config::{merge_env, ContainerConfig, CreateOptions, Network};
@@ -211,6 +219,22 @@ fn lock_dir(store_root: &Path) -> PathBuf {
     store_root.join("builder").join("containers")
 }
 
+/// Replaces `path` with `bytes` at once: written and synced beside it, then renamed over it,
+/// so a reader sees the old record or the new one, never half of one.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".record-")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("create", dir, e))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| Error::io("write", tmp.path(), e))?;
+    tmp.persist(path)
+        .map_err(|e| Error::io("rename", path, e.error))?;
+    Ok(())
+}
+
 /// RFC 3339 in UTC with nanoseconds, as Docker records container times.
 fn now_nanos() -> String {
     let now = std::time::SystemTime::now()
@@ -351,40 +375,53 @@ impl<'a> Containers<'a> {
         Ok(Held(file))
     }
 
-    /// Writes `container`'s record, keeping `image` (and its unpacked chain) alive.
-    fn write(
-        &self,
-        container: &Container,
-        references: Vec<Descriptor>,
-        chain: Vec<Digest>,
-    ) -> Result<(), Error> {
-        let store = self.engine.store();
-        let data = serde_json::to_value(container).map_err(|e| Error::InvalidSpec {
+    /// Where container `id`'s record file is.
+    fn record_path(&self, id: &str) -> Result<PathBuf, Error> {
+        Ok(self.dir()?.join(format!("{id}.json")))
+    }
+
+    /// Writes `container`'s record file (atomically), then points its ref at the image's
+    /// manifest when it does not already, keeping the image (and its unpacked chain) alive.
+    fn write(&self, container: &Container) -> Result<(), Error> {
+        let path = self.record_path(&container.id)?;
+        let bytes = serde_json::to_vec_pretty(container).map_err(|e| Error::InvalidSpec {
             reason: format!("container record: {e}"),
         })?;
-        let _lease = store.lease()?;
-        let record = store.write_record(&Record {
-            references,
-            chain,
-            data,
-        })?;
-        store.set_ref(RefKind::Container, &container.id, &record)?;
+        write_atomic(&path, &bytes)?;
+        let store = self.engine.store();
+        let target = store.get_ref(RefKind::Container, &container.id)?;
+        if target.as_ref() != Some(&container.manifest) {
+            let _lease = store.lease()?;
+            store.set_ref(RefKind::Container, &container.id, &container.manifest)?;
+        }
         Ok(())
     }
 
     /// Reads container `id`'s record.
-    fn read(&self, id: &str) -> Result<Option<(Container, Record)>, Error> {
+    fn read(&self, id: &str) -> Result<Option<Container>, Error> {
         let store = self.engine.store();
         let Some(target) = store.get_ref(RefKind::Container, id)? else {
             return Ok(None);
         };
-        let record = store.read_record(&target.digest)?;
-        let mut container: Container =
-            serde_json::from_value(record.data.clone()).map_err(|e| Error::InvalidSpec {
-                reason: format!("container record {id}: {e}"),
-            })?;
+        let path = self.record_path(id)?;
+        let mut container: Container = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::InvalidSpec {
+                reason: format!("container record {}: {e}", path.display()),
+            })?,
+            // Made before record files: the data is in the store record the ref names.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && target.media_type == strata_store::media::STRATA_RECORD =>
+            {
+                let record = store.read_record(&target.digest)?;
+                serde_json::from_value(record.data).map_err(|e| Error::InvalidSpec {
+                    reason: format!("container record {id}: {e}"),
+                })?
+            }
+            Err(e) => return Err(Error::io("read", &path, e)),
+        };
         self.settle(&mut container);
-        Ok(Some((container, record)))
+        Ok(Some(container))
     }
 
     /// A record that says running while nobody runs it: its `strata run` died.
@@ -400,18 +437,18 @@ impl<'a> Containers<'a> {
 
     /// Changes container `id`'s state.
     fn update(&self, id: &str, edit: impl FnOnce(&mut State)) -> Result<(), Error> {
-        let (mut container, record) = self.read(id)?.ok_or_else(|| Error::ContainerNotFound {
+        let mut container = self.read(id)?.ok_or_else(|| Error::ContainerNotFound {
             name: id.to_string(),
         })?;
         edit(&mut container.state);
-        self.write(&container, record.references, record.chain)
+        self.write(&container)
     }
 
     /// Every container, newest first.
     pub fn list(&self) -> Result<Vec<Container>, Error> {
         let mut out = Vec::new();
         for r in self.engine.store().list_refs(RefKind::Container)? {
-            if let Some((c, _)) = self.read(&r.name)? {
+            if let Some(c) = self.read(&r.name)? {
                 out.push(c);
             }
         }
@@ -423,7 +460,7 @@ impl<'a> Containers<'a> {
     pub fn get(&self, name: &str) -> Result<Container, Error> {
         let wanted = name.strip_prefix('/').unwrap_or(name);
         if wanted.len() == 64 {
-            if let Some((c, _)) = self.read(wanted)? {
+            if let Some(c) = self.read(wanted)? {
                 return Ok(c);
             }
         }
@@ -490,14 +527,11 @@ impl<'a> Containers<'a> {
         };
         // The record first: a crash before the snapshot exists leaves a container that
         // `rm` removes (and `start` makes the snapshot it lacks).
-        self.write(
-            &container,
-            vec![image.manifest.clone(), image.config.clone()],
-            image.diff_ids.clone(),
-        )?;
+        self.write(&container)?;
         drop(names);
         if let Err(e) = self.ensure_snapshot(&container, &image) {
             let _ = store.remove_ref(RefKind::Container, &id);
+            let _ = std::fs::remove_file(self.record_path(&id)?);
             return Err(e);
         }
         Ok(container)
@@ -642,6 +676,13 @@ impl<'a> Containers<'a> {
             snap.remove(&key)?;
         }
         self.engine.store().remove_ref(RefKind::Container, &c.id)?;
+        let record = self.record_path(&c.id)?;
+        std::fs::remove_file(&record)
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            })
+            .map_err(|e| Error::io("remove", &record, e))?;
         let _ = std::fs::remove_file(self.dir()?.join(format!("{}.lock", c.id)));
         drop(lock);
         snap.empty_trash()?;
@@ -652,7 +693,7 @@ impl<'a> Containers<'a> {
     fn kill_and_wait(&self, id: &str) -> Result<Held, Error> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some((c, _)) = self.read(id)? {
+            if let Some(c) = self.read(id)? {
                 if let (Some(pid), Some(start)) = (c.state.pid, c.state.pid_start) {
                     if process_start(pid) == Some(start) {
                         if let Ok(pid) = i32::try_from(pid) {

@@ -33,6 +33,7 @@ enum PullArg {
 use crate::global::GlobalArgs;
 use crate::render::{self, emit, plain, Progress};
 use crate::ui::error::Failure;
+use crate::ui::out::outln;
 
 /// Options of `strata build`.
 #[derive(Debug, Args)]
@@ -442,7 +443,7 @@ pub fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if mode == Progress::Quiet {
-        println!("{id}");
+        outln!("{id}")?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@ use strata_builder::check::{check, errors, Finding, Level};
 use strata_builder::BuildOptions;
 
 use crate::global::GlobalArgs;
+use crate::ui::out::{out, outln};
 
 /// Runs the checks of the build `opts` describes and prints them.
 pub fn run(global: &GlobalArgs, opts: &BuildOptions, json: bool) -> anyhow::Result<ExitCode> {
@@ -18,12 +19,12 @@ pub fn run(global: &GlobalArgs, opts: &BuildOptions, json: bool) -> anyhow::Resu
         .as_ref()
         .map_or_else(|| "-".to_string(), |p| p.display().to_string());
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&to_json(&name, &findings))?
-        );
+        )?;
     } else {
-        print!("{}", render(&name, &findings));
+        out!("{}", render(&name, &findings))?;
         eprintln!("{}", counts(&name, &findings));
     }
     Ok(if errors(&findings) > 0 {

@@ -9,6 +9,7 @@ use strata_store::Reference;
 
 use crate::global::GlobalArgs;
 use crate::ui::error::{AtPlace, Failure};
+use crate::ui::out::outln;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -65,6 +66,6 @@ pub fn run(global: &GlobalArgs, args: &CommitArgs) -> anyhow::Result<ExitCode> {
             },
         )
         .at(format!("container {}", args.container))?;
-    println!("{}", committed.image.id());
+    outln!("{}", committed.image.id())?;
     Ok(ExitCode::SUCCESS)
 }

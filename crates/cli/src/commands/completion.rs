@@ -1,9 +1,11 @@
 //! `strata completion SHELL` (a completion script, from the clap definition) and the hidden
 //! `strata __man DIR` that `cargo xtask man` runs to write one man page per command.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::ui::out::outln;
 use anyhow::Context;
 use clap::{Args, CommandFactory};
 use clap_complete::Shell;
@@ -49,7 +51,10 @@ pub fn run(args: &CompletionArgs) -> anyhow::Result<ExitCode> {
         CompletionShell::Fish => Shell::Fish,
     };
     let mut cmd = crate::Cli::command();
-    clap_complete::generate(shell, &mut cmd, "strata", &mut std::io::stdout());
+    // clap_complete panics on a failed write: render first, then write with `?`.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "strata", &mut script);
+    std::io::stdout().write_all(&script)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -72,7 +77,7 @@ pub fn write_man_pages(dir: &Path) -> anyhow::Result<Vec<String>> {
 
 pub fn man(args: &ManArgs) -> anyhow::Result<ExitCode> {
     for file in write_man_pages(&args.dir)? {
-        println!("{}", args.dir.join(file).display());
+        outln!("{}", args.dir.join(file).display())?;
     }
     Ok(ExitCode::SUCCESS)
 }

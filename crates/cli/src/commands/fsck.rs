@@ -6,6 +6,7 @@ use clap::Args;
 use strata_store::{human_size, FsckOptions};
 
 use crate::global::GlobalArgs;
+use crate::ui::out::outln;
 
 /// Options of `strata fsck`.
 #[derive(Debug, Args)]
@@ -20,50 +21,50 @@ pub fn run(global: &GlobalArgs, args: &FsckArgs) -> anyhow::Result<ExitCode> {
     let report = store.fsck(FsckOptions {
         repair: args.repair,
     })?;
-    println!(
+    outln!(
         "checked {} blobs ({})",
         report.blobs_checked,
         human_size(report.bytes_checked)
-    );
+    )?;
     for d in &report.corrupt_blobs {
-        println!("corrupt blob: {d}");
+        outln!("corrupt blob: {d}")?;
     }
     for (d, by) in &report.missing_blobs {
-        println!("missing blob: {d} (referenced by {by})");
+        outln!("missing blob: {d} (referenced by {by})")?;
     }
     for (kind, name, why) in &report.broken_refs {
-        println!("broken {} ref {name}: {why}", kind.dir_name());
+        outln!("broken {} ref {name}: {why}", kind.dir_name())?;
     }
     for r in &report.bad_layer_records {
-        println!("bad layer record: {r}");
+        outln!("bad layer record: {r}")?;
     }
     for p in &report.stray_files {
-        println!("stray file: {}", p.display());
+        outln!("stray file: {}", p.display())?;
     }
     if report.index_out_of_step {
-        println!("index.json is out of step with the tags");
+        outln!("index.json is out of step with the tags")?;
     }
     if report.temp_files > 0 {
-        println!(
+        outln!(
             "{} leftover temp file(s) of interrupted writes (`strata prune` removes them)",
             report.temp_files
-        );
+        )?;
     }
     for image in &report.affected_images {
         let verb = if args.repair { "removed" } else { "damaged" };
-        println!("{verb} image: {image}");
+        outln!("{verb} image: {image}")?;
     }
     for r in &report.repairs {
-        println!("repair: {r}");
+        outln!("repair: {r}")?;
     }
     if report.is_clean() {
-        println!("store is consistent");
+        outln!("store is consistent")?;
         Ok(ExitCode::SUCCESS)
     } else if args.repair {
-        println!("store repaired");
+        outln!("store repaired")?;
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("store has problems: run `strata fsck --repair`");
+        outln!("store has problems: run `strata fsck --repair`")?;
         Ok(ExitCode::from(1))
     }
 }

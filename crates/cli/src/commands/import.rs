@@ -12,6 +12,7 @@ use strata_store::Reference;
 
 use crate::global::GlobalArgs;
 use crate::ui::error::{AtPlace, Failure};
+use crate::ui::out::outln;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -109,6 +110,6 @@ pub fn run(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<ExitCode> {
         },
     )
     .at(&args.source)?;
-    println!("{}", image.id());
+    outln!("{}", image.id())?;
     Ok(ExitCode::SUCCESS)
 }

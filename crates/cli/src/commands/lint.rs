@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use strata_parser::lint::{lint_source, Severity};
 
 use super::read_input;
+use crate::ui::out::outln;
 
 /// Output formats of `strata lint`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -37,11 +38,15 @@ pub fn run(args: &LintArgs) -> anyhow::Result<ExitCode> {
     match args.format {
         Format::Text => {
             for l in &lints {
-                println!(
+                outln!(
                     "{name}:{}:{}: {}[{}]: {}",
-                    l.span.start_line, l.span.start_col, l.severity, l.rule, l.message
-                );
-                println!("  fix: {}", l.fix);
+                    l.span.start_line,
+                    l.span.start_col,
+                    l.severity,
+                    l.rule,
+                    l.message
+                )?;
+                outln!("  fix: {}", l.fix)?;
             }
         }
         Format::Json => {
@@ -61,7 +66,7 @@ pub fn run(args: &LintArgs) -> anyhow::Result<ExitCode> {
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&items)?);
+            outln!("{}", serde_json::to_string_pretty(&items)?)?;
         }
     }
     let errors = lints

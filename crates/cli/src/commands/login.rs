@@ -8,6 +8,7 @@ use clap::Args;
 use strata_store::registry::{registry_host, AuthFile, Client, Credentials};
 
 use super::registry::{explain, RegistryArgs};
+use crate::ui::out::outln;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -86,7 +87,7 @@ pub fn run(args: &LoginArgs) -> anyhow::Result<ExitCode> {
     let mut file = AuthFile::load(&path)?;
     file.set(&host, &credentials);
     file.save()?;
-    println!("Login Succeeded");
+    outln!("Login Succeeded")?;
     Ok(ExitCode::SUCCESS)
 }
 

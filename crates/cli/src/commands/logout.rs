@@ -6,6 +6,7 @@ use clap::Args;
 use strata_store::registry::{registry_host, AuthFile};
 
 use super::registry::RegistryArgs;
+use crate::ui::out::outln;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -27,9 +28,9 @@ pub fn run(args: &LogoutArgs) -> anyhow::Result<ExitCode> {
     let mut file = AuthFile::load(&path)?;
     if file.remove(&host) {
         file.save()?;
-        println!("Removing login credentials for {host}");
+        outln!("Removing login credentials for {host}")?;
     } else {
-        println!("Not logged in to {host}");
+        outln!("Not logged in to {host}")?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -38,6 +38,7 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use crate::global::GlobalArgs;
+use crate::ui::out::outln;
 
 /// Every subcommand of `strata`.
 #[derive(Debug, Subcommand)]
@@ -87,7 +88,7 @@ pub enum Command {
     Fsck(fsck::FsckArgs),
     /// Remove blobs and layer folders that no tag, cache record or container references.
     #[command(
-        after_help = "Examples:\n  strata prune --dry-run\n  strata prune --cache\n  strata prune --keep-storage 2GB --dry-run"
+        after_help = "Examples:\n  strata prune --dry-run\n  strata prune --cache\n  strata prune --keep-storage 2GB --dry-run\n  strata prune --dry-run --format json"
     )]
     Prune(prune::PruneArgs),
     /// Manage the build cache.
@@ -136,7 +137,7 @@ pub enum Command {
 pub fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Version => {
-            println!("strata {}", env!("CARGO_PKG_VERSION"));
+            outln!("strata {}", env!("CARGO_PKG_VERSION"))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Build(args) => build::run(global, &args),

@@ -10,6 +10,7 @@ use strata_store::Digest;
 
 use crate::global::GlobalArgs;
 use crate::ui::error::{AtPlace, Failure};
+use crate::ui::out::outln;
 
 const MOUNT_EXAMPLES: &str = "\
 Examples:
@@ -88,7 +89,7 @@ pub fn mount(global: &GlobalArgs, args: &MountArgs) -> anyhow::Result<ExitCode> 
             .mount_image(&image)
             .at(format!("image {}", args.name))?
     };
-    println!("{}", path.display());
+    outln!("{}", path.display())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -117,6 +118,6 @@ pub fn umount(global: &GlobalArgs, args: &UmountArgs) -> anyhow::Result<ExitCode
                 .into());
         }
     }
-    println!("{}", args.name);
+    outln!("{}", args.name)?;
     Ok(ExitCode::SUCCESS)
 }

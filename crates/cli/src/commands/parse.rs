@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::read_input;
+use crate::ui::out::outln;
 
 /// Options of `strata parse`.
 #[derive(Debug, Args)]
@@ -26,20 +27,20 @@ pub fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
     let (name, text) = read_input(&args.file)?;
     if args.dump {
         let dump = strata_parser::dump(&text).with_context(|| format!("parsing {name}"))?;
-        println!("{dump}");
+        outln!("{dump}")?;
         return Ok(ExitCode::SUCCESS);
     }
     let df = strata_parser::parse(&text).with_context(|| format!("parsing {name}"))?;
     let globals = df.meta_arg_defs().count();
-    println!(
+    outln!(
         "{name}: {} stage{}, {globals} global ARG{}, escape {}",
         df.stages.len(),
         if df.stages.len() == 1 { "" } else { "s" },
         if globals == 1 { "" } else { "s" },
         df.escape()
-    );
+    )?;
     if let Some(syntax) = &df.directives.syntax {
-        println!("  syntax: {syntax}");
+        outln!("  syntax: {syntax}")?;
     }
     for s in &df.stages {
         let name = s
@@ -58,7 +59,7 @@ pub fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
             .last()
             .map(|i| i.span.end_line)
             .unwrap_or(s.span.end_line);
-        println!(
+        outln!(
             "  stage {}{name}: FROM{platform} {} (lines {}-{end}): {} instruction{}, {} layer{}",
             s.index,
             s.from.image,
@@ -67,7 +68,7 @@ pub fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
             if s.instructions.len() == 1 { "" } else { "s" },
             s.layer_count(),
             if s.layer_count() == 1 { "" } else { "s" },
-        );
+        )?;
     }
     for w in &df.warnings {
         eprintln!(

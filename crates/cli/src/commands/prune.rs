@@ -6,11 +6,14 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use serde::Serialize;
 use strata_builder::{PruneOptions, PruneReport};
 use strata_store::human_size;
 
+use super::images::Format;
 use crate::global::GlobalArgs;
-use crate::ui::human;
+use crate::ui::out::out;
+use crate::ui::{human, json};
 
 /// Options of `strata prune`.
 #[derive(Debug, Args)]
@@ -26,6 +29,9 @@ pub struct PruneArgs {
     /// Docker reads it).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     keep_storage: Option<u64>,
+    /// Output format (`json`: one document, for scripts).
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -37,7 +43,7 @@ fn parse_size(text: &str) -> Result<u64, String> {
 pub enum BuilderCommand {
     /// Remove the build cache and what only it kept.
     #[command(
-        after_help = "Examples:\n  strata builder prune\n  strata builder prune --dry-run\n  strata builder prune --keep-storage 512MB"
+        after_help = "Examples:\n  strata builder prune\n  strata builder prune --dry-run\n  strata builder prune --keep-storage 512MB\n  strata builder prune --format json"
     )]
     Prune(BuilderPruneArgs),
 }
@@ -52,6 +58,9 @@ pub struct BuilderPruneArgs {
     /// 2GB); without it, the whole build cache goes.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     keep_storage: Option<u64>,
+    /// Output format (`json`: one document, for scripts).
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
 }
 
 pub fn run(global: &GlobalArgs, args: &PruneArgs) -> anyhow::Result<ExitCode> {
@@ -62,6 +71,7 @@ pub fn run(global: &GlobalArgs, args: &PruneArgs) -> anyhow::Result<ExitCode> {
             cache: args.cache,
             keep_storage: args.keep_storage,
         },
+        args.format,
     )
 }
 
@@ -74,15 +84,99 @@ pub fn run_builder(global: &GlobalArgs, command: &BuilderCommand) -> anyhow::Res
                 cache: args.keep_storage.is_none(),
                 keep_storage: args.keep_storage,
             },
+            args.format,
         ),
     }
 }
 
-fn prune(global: &GlobalArgs, options: PruneOptions) -> anyhow::Result<ExitCode> {
+fn prune(global: &GlobalArgs, options: PruneOptions, format: Format) -> anyhow::Result<ExitCode> {
     let engine = global.open_engine()?;
     let report = engine.prune(&options)?;
-    print!("{}", describe(&report, human::now()));
+    match format {
+        Format::Table => out!("{}", describe(&report, human::now()))?,
+        Format::Json => {
+            json::write_pretty(&mut std::io::stdout().lock(), &JsonReport::of(&report))?
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `prune --format json`: what went (or would go), each thing with its size, and the total
+/// as Docker's prune responses name it (`SpaceReclaimed`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct JsonReport {
+    dry_run: bool,
+    /// How many build cache records were dropped.
+    cache_records_removed: usize,
+    /// The dropped records with their details, least recently used first (`--keep-storage`).
+    cache_records: Vec<JsonCacheRecord>,
+    /// The build cache's size after the prune, with `--keep-storage`.
+    cache_size_after: Option<u64>,
+    cache_mounts: Vec<JsonSized>,
+    blobs: Vec<JsonSized>,
+    layer_folders: Vec<JsonSized>,
+    temp_files: usize,
+    space_reclaimed: u64,
+}
+
+/// A build cache record that went.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct JsonCacheRecord {
+    #[serde(rename = "ID")]
+    id: String,
+    stage: Option<String>,
+    created_by: Option<String>,
+    /// RFC 3339.
+    last_used: Option<String>,
+}
+
+/// A blob, folder or cache mount that went, with its size in bytes.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct JsonSized {
+    name: String,
+    size: u64,
+}
+
+impl JsonReport {
+    fn of(report: &PruneReport) -> JsonReport {
+        let sized = |name: String, size: u64| JsonSized { name, size };
+        JsonReport {
+            dry_run: report.dry_run,
+            cache_records_removed: report.cache_records,
+            cache_records: report
+                .records
+                .iter()
+                .map(|r| JsonCacheRecord {
+                    id: r.name.clone(),
+                    stage: r.stage.clone(),
+                    created_by: r.created_by.clone(),
+                    last_used: r.last_used.map(human::rfc3339),
+                })
+                .collect(),
+            cache_size_after: report.cache_size_after,
+            cache_mounts: report
+                .cache_mounts
+                .iter()
+                .map(|(p, size)| sized(p.display().to_string(), *size))
+                .collect(),
+            blobs: report
+                .gc
+                .removed
+                .iter()
+                .map(|(d, size)| sized(d.to_string(), *size))
+                .collect(),
+            layer_folders: report
+                .snapshots
+                .iter()
+                .map(|(n, size)| sized(n.clone(), *size))
+                .collect(),
+            temp_files: report.gc.temp_files.len(),
+            space_reclaimed: report.gc.bytes_freed + report.unpacked_bytes,
+        }
+    }
 }
 
 /// The lines `prune` prints: what went (each cache record with its stage, instruction and

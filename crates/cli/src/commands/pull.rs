@@ -9,6 +9,7 @@ use strata_store::Reference;
 
 use super::registry::{explain, Progress, RegistryArgs};
 use crate::global::GlobalArgs;
+use crate::ui::out::outln;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -59,6 +60,6 @@ pub fn run(global: &GlobalArgs, args: &PullArgs) -> anyhow::Result<ExitCode> {
         format!("Downloaded newer image for {}", reference.familiar())
     };
     progress.line(&format!("Status: {status}"));
-    println!("{reference}");
+    outln!("{reference}")?;
     Ok(ExitCode::SUCCESS)
 }

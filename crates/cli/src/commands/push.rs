@@ -9,6 +9,7 @@ use strata_store::{Compression, Reference};
 
 use super::registry::{explain, Progress, RegistryArgs};
 use crate::global::GlobalArgs;
+use crate::ui::out::outln;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -57,7 +58,7 @@ pub fn run(global: &GlobalArgs, args: &PushArgs) -> anyhow::Result<ExitCode> {
     }
     let tag = reference.tag().unwrap_or("latest");
     if args.quiet {
-        println!("{}", report.manifest.digest);
+        outln!("{}", report.manifest.digest)?;
     } else {
         progress.line(&format!(
             "{tag}: digest: {} size: {}",

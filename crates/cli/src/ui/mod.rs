@@ -9,5 +9,6 @@ pub mod error;
 pub mod human;
 pub mod json;
 pub mod log;
+pub mod out;
 pub mod progress;
 pub mod table;

@@ -1,6 +1,9 @@
-//! Helpers for the image command tests: a store holding a small, fully deterministic family
-//! of images made through the store API (no builder, no busybox binary), and running the
-//! built `strata` against it with snapshot filters for temp paths and relative times.
+//! Helpers shared by every CLI integration test: running the built `strata`, one busybox
+//! base image made from Debian's busybox-static, a deterministic family of images made
+//! through the store API (no builder, no busybox binary) with snapshot filters, temp stores
+//! and small layer builders.
+//!
+//! Each test file includes it with `mod common;` and uses what it needs.
 
 #![allow(dead_code)]
 
@@ -8,18 +11,25 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use strata_overlay::{diff_dirs, write_tar, TarOptions};
 use strata_store::{Compression, ImageConfig, LayerInfo, Reference, Store};
 
-/// Run `strata --root ROOT ARGS...` with colour and logging left at their defaults for a
-/// pipe (so: no colour) and `NO_COLOR` unset.
-pub fn run(root: &Path, args: &[&str]) -> Output {
+/// The `strata` binary cargo built for these tests.
+pub fn strata() -> Command {
     Command::new(env!("CARGO_BIN_EXE_strata"))
+}
+
+/// Run `strata --root ROOT ARGS...` and return its output (any exit status), with colour
+/// and logging at their defaults for a pipe (so: no colour) and `NO_COLOR` unset. The
+/// storage driver is left to `STRATA_STORAGE_DRIVER`, so `cargo xtask test`'s vfs pass
+/// reaches the tests that run through here.
+pub fn run(root: &Path, args: &[&str]) -> Output {
+    strata()
         .arg("--root")
         .arg(root)
         .args(args)
         .env_remove("NO_COLOR")
         .env_remove("STRATA_LOG_LEVEL")
-        .env_remove("STRATA_STORAGE_DRIVER")
         .output()
         .expect("strata runs")
 }
@@ -48,6 +58,148 @@ pub fn ok(root: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
+/// Where busybox-static installs its binary.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// Lay out a busybox root filesystem in `dir`: `bin/busybox` and a symlink per applet
+/// (`busybox --list`), a user database for root, `/root` and `/tmp`. Returns `false` (and
+/// says so) when busybox is not installed.
+pub fn busybox_rootfs(dir: &Path) -> bool {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    if std::fs::copy(BUSYBOX, bin.join("busybox")).is_err() {
+        eprintln!("SKIPPED: {BUSYBOX} is missing (apt-get install busybox-static)");
+        return false;
+    }
+    let list = Command::new(BUSYBOX).arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if !applet.is_empty() && applet != "busybox" && !applet.contains('/') {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+        }
+    }
+    let etc = dir.join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(etc.join("group"), "root:x:0:\n").unwrap();
+    std::fs::create_dir_all(dir.join("root")).unwrap();
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    true
+}
+
+/// The busybox root filesystem as one uncompressed layer tar, packed by the overlay crate's
+/// tar writer as a built layer would be (deterministic: times clamped). `None` (and says so)
+/// when busybox is not installed.
+pub fn busybox_tar() -> Option<Vec<u8>> {
+    let rootfs = temp();
+    if !busybox_rootfs(rootfs.path()) {
+        return None;
+    }
+    let empty = temp();
+    let set = diff_dirs(empty.path(), rootfs.path()).unwrap();
+    let mut tar = Vec::new();
+    let options = TarOptions {
+        clamp_mtime: Some(1_700_000_000),
+    };
+    write_tar(&set, &mut tar, &options).unwrap();
+    Some(tar)
+}
+
+/// A config for a busybox image, for this machine's architecture.
+pub fn busybox_config() -> ImageConfig {
+    let bytes = br#"{"architecture":"amd64","os":"linux","created":"2024-01-01T00:00:00Z","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":[]},"history":[{"created":"2024-01-01T00:00:00Z","created_by":"strata test: busybox-static rootfs"}]}"#;
+    let mut config = ImageConfig::parse(bytes).expect("valid config");
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    config.oci.set_architecture(arch.into());
+    config
+}
+
+/// Make `busybox:latest` (and return the store), or `None` without busybox.
+pub fn store_with_busybox(root: &Path, compression: Compression) -> Option<Store> {
+    let tar = busybox_tar()?;
+    let store = Store::open(root).unwrap();
+    let image = store
+        .import(&tar[..], &busybox_config(), compression)
+        .unwrap();
+    store
+        .tag(&Reference::parse("busybox:latest").unwrap(), &image)
+        .unwrap();
+    Some(store)
+}
+
+/// Makes `busybox:latest` (zstd) in the store at `root`; busybox-static must be installed.
+pub fn busybox_base(root: &Path) {
+    store_with_busybox(root, Compression::Zstd).expect("busybox-static is installed");
+}
+
+/// A deterministic pseudo-random layer tar of about `size` bytes (one file).
+pub fn random_layer_tar(seed: u64, size: usize) -> Vec<u8> {
+    let mut data = vec![0u8; size];
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let bytes = x.to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    h.set_mtime(0);
+    tar.append_data(&mut h, format!("data/blob-{seed}"), &data[..])
+        .unwrap();
+    tar.into_inner().unwrap()
+}
+
+/// Add an image `name` on top of busybox with one extra layer.
+pub fn add_image_on_busybox(store: &Store, name: &str, extra: &[u8], compression: Compression) {
+    let base = store.resolve("busybox:latest").unwrap();
+    let mut layers = Vec::new();
+    for (blob, diff_id) in base.layers.iter().zip(&base.diff_ids) {
+        let info = store
+            .layer_blobs(diff_id)
+            .unwrap()
+            .into_iter()
+            .find(|l| l.digest == blob.digest)
+            .unwrap();
+        layers.push(info);
+    }
+    let mut w = store.layer_writer(compression).unwrap();
+    w.write_all(extra).unwrap();
+    layers.push(w.finish().unwrap());
+    let image = store.write_image(&busybox_config(), &layers).unwrap();
+    store.tag(&Reference::parse(name).unwrap(), &image).unwrap();
+}
+
+/// A fresh temp folder.
+pub fn temp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// `path` as a `&str`.
+pub fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// A path inside `dir`.
+pub fn at(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+/// Whether a program is on PATH.
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
 /// insta settings: the temp root becomes `[ROOT]`, relative times `N years ago` or `[AGO]`, tag times
 /// `[TAG TIME]`. IDs are not filtered: the images are deterministic, and seeing the same
 /// layer IDs under different images is the point of several snapshots.
@@ -68,7 +220,8 @@ pub fn settings(root: &Path) -> insta::Settings {
     s
 }
 
-fn regex_escape(s: &str) -> String {
+/// `s` with regex metacharacters escaped.
+pub fn regex_escape(s: &str) -> String {
     let mut out = String::new();
     for c in s.chars() {
         if "\\.+*?()|[]{}^$".contains(c) {

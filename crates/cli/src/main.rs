@@ -53,9 +53,11 @@ fn main() -> ExitCode {
     match commands::run(&cli.global, cli.command) {
         Ok(code) => code,
         Err(e) if ui::out::is_closed_stdout(&e) => {
-            // The reader has what it wanted (`| head`): nothing is wrong, say nothing.
+            // The reader stopped reading (`| head`): say nothing, as a process killed by
+            // SIGPIPE would, and exit with that process's status (128 + 13), so that a
+            // `save | ...` cut short still fails under `set -o pipefail`.
             log::debug!("standard output closed: {e:#}");
-            ExitCode::SUCCESS
+            ExitCode::from(ui::error::EXIT_CLOSED_STDOUT)
         }
         Err(e) => {
             // Errors from the store or the snapshotter happened in the store: say which.

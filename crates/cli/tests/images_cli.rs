@@ -553,7 +553,7 @@ fn a_closed_standard_output_ends_listings_quietly() {
         &["lint", "--format", "json", fixtures],
     ] {
         let (code, stderr) = into_closed_pipe(&root, args);
-        assert_eq!((code, stderr.as_str()), (Some(0), ""), "strata {args:?}");
+        assert_eq!((code, stderr.as_str()), (Some(141), ""), "strata {args:?}");
     }
     // A real failure is still reported while nobody reads standard output.
     let (code, stderr) = into_closed_pipe(&root, &["history", "nothere"]);

@@ -15,6 +15,9 @@ use super::color::Palette;
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit code of a command line that could not be understood (Docker's convention).
 pub const EXIT_USAGE: u8 = 125;
+/// Exit code when standard output was closed by its reader: what a shell shows for a process
+/// killed by SIGPIPE (128 + 13).
+pub const EXIT_CLOSED_STDOUT: u8 = 141;
 
 /// A failure with a place, an optional hint, and whether it is a usage error.
 #[derive(Debug)]

@@ -5,7 +5,8 @@
 //! (`strata images | head -1`), and a `?` on a failed write used to end in
 //! `Error: Broken pipe (os error 32)`. Commands print with [`outln!`] and [`out!`] (or write to
 //! `std::io::stdout()` with `?`), and `main` asks [`is_closed_stdout`] before reporting a
-//! failure: when the reader has gone, the command ends quietly with exit 0, as `head` wanted
+//! failure: when the reader has gone, the command ends quietly with exit 141 (as if killed by
+//! SIGPIPE, so a cut-short `save | ...` still fails under pipefail): `head` wanted
 //! no more. `clippy::print_stdout` is denied in this crate so `println!` does not come back.
 
 use std::io::ErrorKind;

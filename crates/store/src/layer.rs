@@ -371,9 +371,21 @@ impl Store {
     /// Decompress a stored blob to learn (and record) which layer it holds. Used for blobs that
     /// arrived without a record, e.g. a compressed layer in an archive.
     pub fn index_layer_blob(&self, blob: &Digest) -> Result<LayerInfo> {
+        self.index_layer_blob_within(blob, |_| u64::MAX)
+    }
+
+    /// [`Store::index_layer_blob`], refusing ([`Error::TooLarge`]) a blob that decompresses to
+    /// more than `limit(compressed size)` bytes; it stops reading there.
+    pub(crate) fn index_layer_blob_within(
+        &self,
+        blob: &Digest,
+        limit: impl Fn(u64) -> u64,
+    ) -> Result<LayerInfo> {
         if let Some(known) = self.layer_of_blob(blob)? {
             return Ok(known);
         }
+        let compressed = self.blob_size(blob)?.unwrap_or(0);
+        let limit = limit(compressed);
         let mut file = BufReader::with_capacity(1 << 20, self.open_blob(blob)?);
         let head = io::BufRead::fill_buf(&mut file)
             .map_err(|e| Error::io("read", self.blob_path(blob), e))?;
@@ -388,10 +400,17 @@ impl Store {
                         .map_err(|e| Error::stream("start zstd decoder", e))?,
                 ),
             };
-            let mut h = HashingReader::new(&mut decoded);
+            let mut h = HashingReader::new((&mut decoded).take(limit.saturating_add(1)));
             io::copy(&mut h, &mut io::sink())
                 .map_err(|e| Error::stream(format!("decompress layer {blob}"), e))?;
             let (d, n, _) = h.finish();
+            if n > limit {
+                return Err(Error::TooLarge {
+                    what: format!("layer blob {blob}"),
+                    limit,
+                    compressed,
+                });
+            }
             (d, n)
         };
         io::copy(&mut hashing, &mut io::sink())

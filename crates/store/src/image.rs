@@ -319,11 +319,7 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        (dir, s)
-    }
+    use crate::store::tests::store;
 
     #[test]
     fn import_tag_resolve_and_list() {

@@ -10,7 +10,7 @@ use crate::blob::BlobWriter;
 use crate::descriptor::Descriptor;
 use crate::digest::{Digest, Hasher, HashingReader};
 use crate::error::{Error, Result};
-use crate::fsutil::{create_private_dir, read_capped, write_atomic};
+use crate::fsutil::{create_private_dir, read_capped, read_dir_files, write_atomic};
 use crate::media::{self, Compression};
 use crate::store::Store;
 
@@ -280,21 +280,11 @@ impl Store {
     /// Every stored blob known to hold the layer `diff_id`, fastest to read first.
     pub fn layer_blobs(&self, diff_id: &Digest) -> Result<Vec<LayerInfo>> {
         let dir = self.paths.diffids.join(diff_id.hex());
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("list", dir, e)),
-        };
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
-            let Ok(info) = read_record(&entry.path()) else {
-                continue;
-            };
-            if info.diff_id == *diff_id && self.has_blob(&info.digest) {
-                out.push(info);
-            }
-        }
+        let mut out: Vec<LayerInfo> = read_dir_files(&dir, MAX_RECORD)?
+            .iter()
+            .filter_map(|bytes| serde_json::from_slice::<LayerInfo>(bytes).ok())
+            .filter(|info| info.diff_id == *diff_id && self.has_blob(&info.digest))
+            .collect();
         let rank = |c: Compression| match c {
             Compression::None => 0,
             Compression::Zstd => 1,
@@ -435,8 +425,11 @@ impl Store {
     }
 }
 
+/// The largest layer record read.
+const MAX_RECORD: u64 = 64 << 10;
+
 fn read_record(path: &std::path::Path) -> Result<LayerInfo> {
-    let bytes = read_capped(path, 64 << 10)?;
+    let bytes = read_capped(path, MAX_RECORD)?;
     serde_json::from_slice(&bytes)
         .map_err(|e| Error::json(format!("layer record {}", path.display()), e))
 }
@@ -446,11 +439,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        (dir, s)
-    }
+    use crate::store::tests::store;
 
     fn ingest(s: &Store, data: &[u8], c: Compression) -> LayerInfo {
         let mut w = s.layer_writer(c).unwrap();

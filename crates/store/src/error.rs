@@ -138,6 +138,17 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// Compressed content expands beyond the limit it is held to (a possible decompression
+    /// bomb); nothing refers to it.
+    #[error("{what} expands to more than {limit} bytes uncompressed from {compressed} bytes, refused as a possible decompression bomb")]
+    TooLarge {
+        /// What was being decompressed.
+        what: String,
+        /// The limit, in uncompressed bytes.
+        limit: u64,
+        /// Its compressed size.
+        compressed: u64,
+    },
     /// An image could not be written into an archive.
     #[error("cannot export {image}: {reason}")]
     Export {

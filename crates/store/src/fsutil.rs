@@ -60,3 +60,22 @@ pub(crate) fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>> {
     }
     Ok(out)
 }
+
+/// The files of `dir`, each read whole (up to `max` bytes), in no particular order. A missing
+/// folder has none; a file that cannot be read (half-written, foreign, too large) is skipped,
+/// since the folders read this way hold records their readers check anyway.
+pub(crate) fn read_dir_files(dir: &Path, max: u64) -> Result<Vec<Vec<u8>>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("list", dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        if let Ok(bytes) = read_capped(&entry.path(), max) {
+            out.push(bytes);
+        }
+    }
+    Ok(out)
+}

@@ -60,8 +60,9 @@ pub struct ImageSummary {
     pub size: u64,
 }
 
-/// The platform the store prefers when a tag points at an index.
-fn host_arch() -> &'static str {
+/// This machine's architecture as OCI names it: the platform the store prefers when a tag
+/// or an archive points at an index.
+pub(crate) fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -318,11 +319,7 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        (dir, s)
-    }
+    use crate::store::tests::store;
 
     #[test]
     fn import_tag_resolve_and_list() {

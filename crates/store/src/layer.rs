@@ -10,7 +10,7 @@ use crate::blob::BlobWriter;
 use crate::descriptor::Descriptor;
 use crate::digest::{Digest, Hasher, HashingReader};
 use crate::error::{Error, Result};
-use crate::fsutil::{create_private_dir, read_capped, write_atomic};
+use crate::fsutil::{create_private_dir, read_capped, read_dir_files, write_atomic};
 use crate::media::{self, Compression};
 use crate::store::Store;
 
@@ -298,21 +298,11 @@ impl Store {
     /// Every stored blob known to hold the layer `diff_id`, fastest to read first.
     pub fn layer_blobs(&self, diff_id: &Digest) -> Result<Vec<LayerInfo>> {
         let dir = self.paths.diffids.join(diff_id.hex());
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("list", dir, e)),
-        };
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
-            let Ok(info) = read_record(&entry.path()) else {
-                continue;
-            };
-            if info.diff_id == *diff_id && self.has_blob(&info.digest) {
-                out.push(info);
-            }
-        }
+        let mut out: Vec<LayerInfo> = read_dir_files(&dir, MAX_RECORD)?
+            .iter()
+            .filter_map(|bytes| serde_json::from_slice::<LayerInfo>(bytes).ok())
+            .filter(|info| info.diff_id == *diff_id && self.has_blob(&info.digest))
+            .collect();
         let rank = |c: Compression| match c {
             Compression::None => 0,
             Compression::Zstd => 1,
@@ -389,9 +379,21 @@ impl Store {
     /// Decompress a stored blob to learn (and record) which layer it holds. Used for blobs that
     /// arrived without a record, e.g. a compressed layer in an archive.
     pub fn index_layer_blob(&self, blob: &Digest) -> Result<LayerInfo> {
+        self.index_layer_blob_within(blob, |_| u64::MAX)
+    }
+
+    /// [`Store::index_layer_blob`], refusing ([`Error::TooLarge`]) a blob that decompresses to
+    /// more than `limit(compressed size)` bytes; it stops reading there.
+    pub(crate) fn index_layer_blob_within(
+        &self,
+        blob: &Digest,
+        limit: impl Fn(u64) -> u64,
+    ) -> Result<LayerInfo> {
         if let Some(known) = self.layer_of_blob(blob)? {
             return Ok(known);
         }
+        let compressed = self.blob_size(blob)?.unwrap_or(0);
+        let limit = limit(compressed);
         let mut file = BufReader::with_capacity(1 << 20, self.open_blob(blob)?);
         let head = io::BufRead::fill_buf(&mut file)
             .map_err(|e| Error::io("read", self.blob_path(blob), e))?;
@@ -406,10 +408,17 @@ impl Store {
                         .map_err(|e| Error::stream("start zstd decoder", e))?,
                 ),
             };
-            let mut h = HashingReader::new(&mut decoded);
+            let mut h = HashingReader::new((&mut decoded).take(limit.saturating_add(1)));
             io::copy(&mut h, &mut io::sink())
                 .map_err(|e| Error::stream(format!("decompress layer {blob}"), e))?;
             let (d, n, _) = h.finish();
+            if n > limit {
+                return Err(Error::TooLarge {
+                    what: format!("layer blob {blob}"),
+                    limit,
+                    compressed,
+                });
+            }
             (d, n)
         };
         io::copy(&mut hashing, &mut io::sink())
@@ -434,8 +443,11 @@ impl Store {
     }
 }
 
+/// The largest layer record read.
+const MAX_RECORD: u64 = 64 << 10;
+
 fn read_record(path: &std::path::Path) -> Result<LayerInfo> {
-    let bytes = read_capped(path, 64 << 10)?;
+    let bytes = read_capped(path, MAX_RECORD)?;
     serde_json::from_slice(&bytes)
         .map_err(|e| Error::json(format!("layer record {}", path.display()), e))
 }
@@ -445,11 +457,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        (dir, s)
-    }
+    use crate::store::tests::store;
 
     fn ingest(s: &Store, data: &[u8], c: Compression) -> LayerInfo {
         let mut w = s.layer_writer(c).unwrap();

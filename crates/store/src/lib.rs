@@ -73,7 +73,9 @@ pub mod registry;
 mod sources;
 mod store;
 
-pub use archive::{human_size, ArchiveFormat, LoadEvent, LoadReport, LoadedImage, SaveOptions};
+pub use archive::{
+    human_size, ArchiveFormat, LoadEvent, LoadOptions, LoadReport, LoadedImage, SaveOptions,
+};
 pub use blob::{BlobInfo, BlobWriter};
 pub use config::{DockerExtensions, Healthcheck, ImageConfig};
 pub use descriptor::Descriptor;

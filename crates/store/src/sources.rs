@@ -13,7 +13,7 @@ use std::io;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::fsutil::{create_private_dir, read_capped, write_atomic};
+use crate::fsutil::{create_private_dir, read_dir_files, write_atomic};
 use crate::refs::encode_name;
 use crate::store::Store;
 
@@ -46,24 +46,11 @@ impl Store {
     /// The repositories known to hold `digest`, sorted.
     pub fn blob_sources(&self, digest: &Digest) -> Result<Vec<String>> {
         let dir = self.paths.sources.join(digest.hex());
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("list", dir, e)),
-        };
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
-            // A half-written or foreign file is skipped: sources are only hints.
-            let Ok(bytes) = read_capped(&entry.path(), MAX_SOURCE as u64) else {
-                continue;
-            };
-            if let Ok(name) = String::from_utf8(bytes) {
-                if !name.is_empty() {
-                    out.push(name);
-                }
-            }
-        }
+        let mut out: Vec<String> = read_dir_files(&dir, MAX_SOURCE as u64)?
+            .into_iter()
+            .filter_map(|bytes| String::from_utf8(bytes).ok())
+            .filter(|name| !name.is_empty())
+            .collect();
         out.sort();
         out.dedup();
         Ok(out)

@@ -241,11 +241,12 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
-    fn store() -> (tempfile::TempDir, Store) {
+    /// A fresh store in a temporary folder (for the crate's unit tests).
+    pub(crate) fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("store")).unwrap();
         (dir, s)

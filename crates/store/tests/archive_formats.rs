@@ -303,3 +303,113 @@ fn untagged_images_are_kept_listed_and_found_by_id() {
     assert!(listed[0].reference.is_some());
     assert!(dst.fsck(FsckOptions::default()).unwrap().is_clean());
 }
+
+/// A reader that counts the bytes taken from it.
+struct Counting<'a> {
+    data: &'a [u8],
+    read: std::rc::Rc<std::cell::Cell<usize>>,
+}
+
+impl std::io::Read for Counting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.data.len() - self.read.get());
+        let at = self.read.get();
+        buf[..n].copy_from_slice(&self.data[at..at + n]);
+        self.read.set(at + n);
+        Ok(n)
+    }
+}
+
+/// Load `archive` and return, per layer event, how many bytes had been read when it came.
+fn layer_event_offsets(archive: &[u8]) -> Vec<usize> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let read = std::rc::Rc::new(std::cell::Cell::new(0));
+    let input = Counting {
+        data: archive,
+        read: read.clone(),
+    };
+    let mut offsets = Vec::new();
+    store
+        .load(input, &mut |e| {
+            if matches!(e, LoadEvent::LayerLoaded { .. }) {
+                offsets.push(read.get());
+            }
+        })
+        .unwrap();
+    assert_eq!(store.images().unwrap().len(), 1);
+    offsets
+}
+
+#[test]
+fn layers_are_reported_as_they_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Store::open(dir.path()).unwrap();
+    // Four 3 MiB layers that do not compress, so that the archive is 12 MiB and the loader's
+    // 1 MiB read buffer cannot hide where the reading is.
+    let mut layers = Vec::new();
+    let mut seed = 1u64;
+    for i in 0..4 {
+        let noise: Vec<u8> = (0..3 << 20)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 56) as u8
+            })
+            .collect();
+        let mut w = src.layer_writer(Compression::Zstd).unwrap();
+        w.write_all(&layer_tar(&format!("f{i}"), &noise)).unwrap();
+        layers.push(w.finish().unwrap());
+    }
+    let image = src.write_image(&ImageConfig::default(), &layers).unwrap();
+    src.tag(&Reference::parse("app:1").unwrap(), &image)
+        .unwrap();
+    let mut archive = Vec::new();
+    src.save(&["app:1"], &mut archive, &SaveOptions::default())
+        .unwrap();
+
+    // As saved (metadata first): each layer is reported before the next one is read.
+    let offsets = layer_event_offsets(&archive);
+    assert_eq!(offsets.len(), 4);
+    let len = archive.len();
+    for (i, at) in offsets.iter().enumerate() {
+        let bound = (i + 1) * (3 << 20) + (2 << 20);
+        assert!(
+            *at <= bound,
+            "layer {i} reported at byte {at} of {len}: {offsets:?}"
+        );
+    }
+    assert!(offsets[0] < len / 2, "{offsets:?} of {len}");
+
+    // Manifest last (as Docker writes it): the layers wait in the store for the manifest and
+    // are reported when it arrives, at the end of the archive; the load still works.
+    let mut a = tar::Archive::new(&archive[..]);
+    let mut blobs = Archive::new();
+    let mut metadata = Vec::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_str().unwrap().to_string();
+        if e.header().entry_type().is_dir() {
+            continue;
+        }
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        if name.starts_with("blobs/") {
+            blobs.file(&name, &data);
+        } else {
+            metadata.push((name, data));
+        }
+    }
+    for (name, data) in &metadata {
+        blobs.file(name, data);
+    }
+    let last = blobs.finish();
+    let offsets = layer_event_offsets(&last);
+    assert_eq!(offsets.len(), 4);
+    assert!(
+        offsets.iter().all(|at| *at == last.len()),
+        "{offsets:?} of {}",
+        last.len()
+    );
+}

@@ -4,7 +4,10 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use strata_store::{Compression, Digest, FsckOptions, ImageConfig, Reference, SaveOptions, Store};
+use strata_store::{
+    Compression, Digest, FsckOptions, ImageConfig, LoadEvent, LoadOptions, Reference, SaveOptions,
+    Store,
+};
 
 /// One member of a crafted tar.
 #[derive(Clone)]
@@ -157,12 +160,16 @@ fn tree(dir: &Path) -> Vec<String> {
 }
 
 fn refuse(f: &Fixture, case: &str, archive: &[u8], expect: &str) {
+    refuse_with(f, case, archive, expect, &LoadOptions::default());
+}
+
+fn refuse_with(f: &Fixture, case: &str, archive: &[u8], expect: &str, options: &LoadOptions) {
     let root = f.dir.join(format!("store-{case}"));
     let store = Store::open(&root).unwrap();
     let before = tree(&f.dir);
     let mut events = Vec::new();
     let err = store
-        .load(archive, &mut |e| events.push(e))
+        .load_with(archive, options, &mut |e| events.push(e))
         .expect_err(case);
     let message = err.to_string();
     eprintln!("{case}: {message}");
@@ -170,7 +177,15 @@ fn refuse(f: &Fixture, case: &str, archive: &[u8], expect: &str) {
         message.contains(expect),
         "{case}: expected an error mentioning {expect:?}, got: {message}"
     );
-    assert!(events.is_empty(), "{case}: reported {events:?}");
+    // Layers are reported as they are checked, so some may have been before the fault was
+    // found; an image never is.
+    assert!(
+        !events.iter().any(|e| matches!(
+            e,
+            LoadEvent::ImageLoaded { .. } | LoadEvent::ImageIdLoaded { .. }
+        )),
+        "{case}: reported {events:?}"
+    );
     assert_eq!(
         tree(&f.dir),
         before,
@@ -400,4 +415,72 @@ fn hostile_archives_are_refused_cleanly() {
     for (case, archive, expect) in &cases {
         refuse(&f, case, archive, expect);
     }
+}
+
+/// Limits small enough that a few MiB of zeros trip them (the defaults allow 4 GiB).
+fn tight() -> LoadOptions {
+    LoadOptions {
+        max_expansion_ratio: 100,
+        expansion_allowance: 1 << 20,
+        max_uncompressed: 1 << 30,
+    }
+}
+
+#[test]
+fn decompression_bombs_are_refused_cleanly() {
+    let f = fixture();
+    let zeros = tar_with("zeros", &vec![0u8; 8 << 20]);
+
+    // A zstd layer of 8 MiB of zeros (about 1000:1) in an otherwise valid archive.
+    let src = Store::open(&f.dir.join("bomb-src")).unwrap();
+    let mut w = src.layer_writer(Compression::Zstd).unwrap();
+    w.write_all(&zeros).unwrap();
+    let layer = w.finish().unwrap();
+    assert!(layer.size * 100 < layer.uncompressed_size, "{layer:?}");
+    let image = src
+        .write_image(&ImageConfig::default(), std::slice::from_ref(&layer))
+        .unwrap();
+    src.tag(&Reference::parse("bomb:1").unwrap(), &image)
+        .unwrap();
+    let mut archive = Vec::new();
+    let zstd_layers = SaveOptions {
+        compression: Some(Compression::Zstd),
+        ..SaveOptions::default()
+    };
+    src.save(&["bomb:1"], &mut archive, &zstd_layers).unwrap();
+    let member = format!(
+        "member \"blobs/sha256/{}\": layer 0 expands",
+        layer.digest.hex()
+    );
+    refuse_with(&f, "zstd-layer-bomb", &archive, &member, &tight());
+    // Within the default limits the same archive is an ordinary image.
+    let store = Store::open(&f.dir.join("bomb-ok")).unwrap();
+    store.load(&archive[..], &mut |_| {}).unwrap();
+    assert_eq!(store.images().unwrap().len(), 1);
+
+    // A gzip archive that expands 1000:1 (one member of zeros).
+    let mut m = members(&f.good);
+    m.insert(0, file("junk", &vec![0u8; 8 << 20]));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&build(&m)).unwrap();
+    let gz = gz.finish().unwrap();
+    refuse_with(&f, "gzip-archive-bomb", &gz, "decompression bomb", &tight());
+
+    // A plain archive over the absolute cap.
+    let cap = LoadOptions {
+        max_uncompressed: 4 << 20,
+        ..tight()
+    };
+    refuse_with(&f, "over-the-cap", &build(&m), "decompression bomb", &cap);
+}
+
+#[test]
+fn load_limits_scale_with_the_compressed_size() {
+    let o = tight();
+    assert_eq!(o.limit(0), 1 << 20);
+    assert_eq!(o.limit(1 << 20), 100 << 20);
+    assert_eq!(o.limit(u64::MAX), 1 << 30);
+    let d = LoadOptions::default();
+    assert_eq!(d.limit(1), 4 << 30);
+    assert_eq!(d.limit(1 << 30), 1 << 40);
 }

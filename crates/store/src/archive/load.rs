@@ -3,16 +3,26 @@
 //! One streaming pass over the tar (plain, gzip or zstd; from a file or a pipe): every member
 //! that can be content goes through the store's verified ingest path, small metadata members
 //! are kept in memory (capped). Members named `blobs/sha256/<hex>` whose content the store
-//! already has are skipped unread. Only when the whole archive has been read are the images
-//! checked (every layer's diffID against its config) and, all being well, tagged together.
+//! already has are skipped unread.
+//!
+//! Each layer is checked against its config's diffID and reported (one [`LoadEvent`]) as
+//! soon as the archive has shown its manifest, its config and the layer itself: as the layer
+//! is read when the metadata comes first (as `strata save` writes), at the manifest when it
+//! comes last (as Docker writes). The layers are then already in the store, which is the only
+//! spool: memory stays bounded either way. Only when the whole archive has been read are the
+//! images written and, all being well, tagged together.
 
-use std::collections::{BTreeSet, HashMap};
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::rc::Rc;
 
 use oci_spec::image::{ImageIndex, ImageManifest};
 use serde::Deserialize;
 
-use super::{blob_member_digest, normalise_member_name, LoadEvent, LoadReport, LoadedImage};
+use super::{
+    blob_member_digest, normalise_member_name, LoadEvent, LoadOptions, LoadReport, LoadedImage,
+};
 use crate::config::ImageConfig;
 use crate::descriptor::Descriptor;
 use crate::digest::Digest;
@@ -29,6 +39,9 @@ const MAX_METADATA_MEMBER: u64 = MAX_JSON_BLOB;
 const MAX_METADATA_TOTAL: u64 = 64 << 20;
 /// Most members an archive may have.
 const MAX_MEMBERS: usize = 1_000_000;
+/// Most times the manifests are re-read as the metadata they name arrives (each re-read
+/// parses them again; beyond this, layers are reported at the end of the archive).
+const MAX_LEARNS: u32 = 256;
 
 /// What one archive member turned out to be.
 #[derive(Clone, Debug)]
@@ -85,25 +98,102 @@ struct Found {
     /// The archive's own manifest, when it can be kept as is.
     original_manifest: Option<Descriptor>,
     tags: Vec<Reference>,
-    diff_ids: Vec<Digest>,
-    /// Per layer: (existed before, size in archive).
-    layer_state: Vec<(bool, u64)>,
 }
 
-struct Reader<'s> {
+/// One image as its manifest and config describe it.
+struct Planned {
+    config: Vec<u8>,
+    diff_ids: Vec<Digest>,
+    /// The member holding each layer.
+    layer_members: Vec<String>,
+    /// An OCI manifest and the layer descriptors it names (kept if the layers are unchanged).
+    manifest: Option<(Descriptor, Vec<Descriptor>)>,
+    tags: Vec<Reference>,
+}
+
+/// A layer as stored: its descriptor, whether the store had it, its size in the archive.
+type Resolved = (Descriptor, bool, u64);
+
+struct Reader<'s, 'e> {
     store: &'s Store,
+    options: LoadOptions,
     members: HashMap<String, Content>,
     memory_total: u64,
+    /// Layer members the manifests read so far name, with their diffIDs and indexes.
+    expected: HashMap<String, Vec<(Digest, usize)>>,
+    /// Members the manifests name that had not arrived when they were last read.
+    awaited: HashSet<String>,
+    learns_left: u32,
+    /// Link members by their target.
+    links_to: HashMap<String, Vec<String>>,
+    /// Layers checked and stored so far, by member and diffID.
+    resolved: HashMap<(String, Digest), Resolved>,
+    /// diffIDs already reported.
+    reported: HashSet<Digest>,
+    out: LoadReport,
+    report: &'e mut dyn FnMut(LoadEvent),
+}
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    count: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// The decompressed archive, refusing to expand beyond the options' limit.
+struct Expansion<R> {
+    inner: R,
+    out: u64,
+    /// Compressed bytes read so far (`None`: the archive is not compressed).
+    compressed: Option<Rc<Cell<u64>>>,
+    options: LoadOptions,
+}
+
+impl<R: Read> Read for Expansion<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out += n as u64;
+        let limit = match &self.compressed {
+            Some(c) => self.options.limit(c.get()),
+            None => self.options.max_uncompressed,
+        };
+        if self.out > limit {
+            return Err(io::Error::other(format!(
+                "the archive expands to more than {limit} bytes from {} compressed bytes, \
+                 refused as a possible decompression bomb",
+                self.compressed.as_ref().map_or(self.out, |c| c.get())
+            )));
+        }
+        Ok(n)
+    }
 }
 
 impl Store {
-    /// Load every image of an archive (see the module docs for the formats). Events go to
-    /// `report`: one per distinct layer, then one per tag (or per untagged image). Tags are
-    /// written only after every image of the archive is complete and verified; on error
-    /// nothing is tagged.
+    /// Load every image of an archive (see the module docs for the formats) with the default
+    /// [`LoadOptions`]. Events go to `report`: one per distinct layer as soon as it is
+    /// checked, then one per tag (or per untagged image). Tags are written only after every
+    /// image of the archive is complete and verified; on error nothing is tagged.
     pub fn load<'r>(
         &self,
         input: impl Read + 'r,
+        report: &mut dyn FnMut(LoadEvent),
+    ) -> Result<LoadReport> {
+        self.load_with(input, &LoadOptions::default(), report)
+    }
+
+    /// [`Store::load`] with explicit limits against hostile archives.
+    pub fn load_with<'r>(
+        &self,
+        input: impl Read + 'r,
+        options: &LoadOptions,
         report: &mut dyn FnMut(LoadEvent),
     ) -> Result<LoadReport> {
         let _lease = self.lease()?;
@@ -114,51 +204,59 @@ impl Store {
         if head.is_empty() {
             return Err(Error::archive_whole("the input is empty"));
         }
-        let outer: Box<dyn Read + 'r> = match Compression::sniff(head) {
-            Compression::None => Box::new(input),
-            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
+        let compression = Compression::sniff(head);
+        let count = Rc::new(Cell::new(0));
+        let counted = Counted {
+            inner: input,
+            count: count.clone(),
+        };
+        let decoded: Box<dyn Read + 'r> = match compression {
+            Compression::None => Box::new(counted),
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(counted)),
             Compression::Zstd => Box::new(
-                zstd::stream::read::Decoder::new(input)
+                zstd::stream::read::Decoder::new(counted)
                     .map_err(|e| Error::stream("start zstd decoder", e))?,
             ),
         };
+        let outer = Expansion {
+            inner: decoded,
+            out: 0,
+            compressed: (compression != Compression::None).then_some(count),
+            options: *options,
+        };
         let mut reader = Reader {
             store: self,
+            options: *options,
             members: HashMap::new(),
             memory_total: 0,
+            expected: HashMap::new(),
+            awaited: HashSet::new(),
+            learns_left: MAX_LEARNS,
+            links_to: HashMap::new(),
+            resolved: HashMap::new(),
+            reported: HashSet::new(),
+            out: LoadReport::default(),
+            report,
         };
         reader.read_all(outer)?;
-        let found = if reader.members.contains_key("manifest.json") {
-            reader.docker_images()?
+        let plans = if reader.members.contains_key("manifest.json") {
+            reader.docker_plans(None)?
         } else if reader.members.contains_key("index.json") {
-            reader.oci_images()?
+            reader.oci_plans(None)?
         } else {
             return Err(Error::archive_whole(
                 "it holds neither manifest.json nor index.json",
             ));
         };
+        // Layers not reported yet (metadata after them) are checked and reported now.
+        let mut found = Vec::new();
+        for p in plans {
+            found.push(reader.found(p)?);
+        }
 
         // Every image is complete: write configs and manifests, then tag them all at once.
-        let mut out = LoadReport::default();
-        let mut seen_layers = BTreeSet::new();
         let mut refs = Vec::new();
-        for f in &found {
-            for (diff_id, (existed, size)) in f.diff_ids.iter().zip(&f.layer_state) {
-                if !seen_layers.insert(*diff_id) {
-                    continue;
-                }
-                if *existed {
-                    out.layers_existing += 1;
-                    report(LoadEvent::LayerExists { diff_id: *diff_id });
-                } else {
-                    out.layers_loaded += 1;
-                    report(LoadEvent::LayerLoaded {
-                        diff_id: *diff_id,
-                        size: *size,
-                    });
-                }
-            }
-        }
+        let mut out = std::mem::take(&mut reader.out);
         for f in found {
             let manifest = match f.original_manifest {
                 Some(m) => {
@@ -190,6 +288,7 @@ impl Store {
             });
         }
         self.set_refs(&refs)?;
+        let report = reader.report;
         for image in &out.images {
             if image.tags.is_empty() {
                 report(LoadEvent::ImageIdLoaded { id: image.id });
@@ -209,7 +308,7 @@ fn is_metadata_name(name: &str) -> bool {
     name.ends_with(".json") || matches!(base, "json" | "VERSION" | "repositories" | "oci-layout")
 }
 
-impl Reader<'_> {
+impl Reader<'_, '_> {
     fn read_all(&mut self, outer: impl Read) -> Result<()> {
         let mut archive = tar::Archive::new(outer);
         let entries = archive
@@ -268,7 +367,8 @@ impl Reader<'_> {
             };
             match self.members.get(&name) {
                 None => {
-                    self.members.insert(name, content);
+                    self.members.insert(name.clone(), content);
+                    self.arrived(&name)?;
                 }
                 Some(previous) if same_content(previous, &content) => {}
                 Some(_) => {
@@ -497,7 +597,22 @@ impl Reader<'_> {
                     }
                     info
                 } else {
-                    self.store.index_layer_blob(&digest)?
+                    let options = self.options;
+                    self.store
+                        .index_layer_blob_within(&digest, |c| options.limit(c))
+                        .map_err(|e| match e {
+                            Error::TooLarge {
+                                limit, compressed, ..
+                            } => Error::archive(
+                                name,
+                                format!(
+                                    "layer {index} expands to more than {limit} bytes from \
+                                     {compressed} compressed bytes, refused as a possible \
+                                     decompression bomb (see LoadOptions)"
+                                ),
+                            ),
+                            other => other,
+                        })?
                 };
                 if info.diff_id != *diff_id {
                     return Err(mismatch(info.diff_id));
@@ -509,11 +624,140 @@ impl Reader<'_> {
         }
     }
 
-    /// Images listed by `manifest.json` (Docker, both layouts).
-    fn docker_images(&self) -> Result<Vec<Found>> {
+    /// Whether `name` is here (following one link) as content.
+    fn present(&self, name: &str) -> bool {
+        match self.members.get(name) {
+            Some(Content::Link(target)) => {
+                matches!(self.members.get(target), Some(c) if !matches!(c, Content::Link(_)))
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// In a lenient pass (`awaited` given), note a missing member and say to skip the image.
+    fn missing(&self, name: &str, awaited: &mut Option<&mut HashSet<String>>) -> bool {
+        let Some(awaited) = awaited else {
+            return false;
+        };
+        if self.present(name) {
+            return false;
+        }
+        awaited.insert(name.to_string());
+        if let Some(Content::Link(target)) = self.members.get(name) {
+            awaited.insert(target.clone());
+        }
+        true
+    }
+
+    /// A member arrived: learn from it if it is metadata the manifests need, then check and
+    /// report the layers it completes.
+    fn arrived(&mut self, name: &str) -> Result<()> {
+        if let Some(Content::Link(target)) = self.members.get(name) {
+            self.links_to
+                .entry(target.clone())
+                .or_default()
+                .push(name.to_string());
+        }
+        let mut candidates = vec![name.to_string()];
+        if let Some(links) = self.links_to.get(name) {
+            candidates.extend(links.iter().cloned());
+        }
+        if self.learns_left > 0
+            && (matches!(name, "manifest.json" | "index.json") || self.awaited.remove(name))
+        {
+            self.learns_left -= 1;
+            self.learn();
+            candidates.extend(self.expected.keys().cloned());
+        }
+        for member in candidates {
+            for (diff_id, index) in self.expected.get(&member).cloned().unwrap_or_default() {
+                if self.present(&member) && !self.resolved.contains_key(&(member.clone(), diff_id))
+                {
+                    self.resolve(&member, &diff_id, index)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Read the manifests and configs here so far and note the layers they name. Errors wait
+    /// for the end of the archive, where the same reading is done strictly.
+    fn learn(&mut self) {
+        let mut awaited = HashSet::new();
+        let plans = if self.members.contains_key("manifest.json") {
+            self.docker_plans(Some(&mut awaited))
+        } else {
+            self.oci_plans(Some(&mut awaited))
+        };
+        self.awaited = awaited;
+        for plan in plans.unwrap_or_default() {
+            for (i, (member, diff_id)) in plan
+                .layer_members
+                .into_iter()
+                .zip(plan.diff_ids)
+                .enumerate()
+            {
+                let list = self.expected.entry(member).or_default();
+                if !list.iter().any(|(d, _)| *d == diff_id) {
+                    list.push((diff_id, i));
+                }
+            }
+        }
+    }
+
+    /// Check and store one layer (once) and report it (once per diffID).
+    fn resolve(&mut self, name: &str, diff_id: &Digest, index: usize) -> Result<Resolved> {
+        let key = (name.to_string(), *diff_id);
+        if let Some(done) = self.resolved.get(&key) {
+            return Ok(done.clone());
+        }
+        let done = self.layer(name, diff_id, index)?;
+        self.resolved.insert(key, done.clone());
+        if self.reported.insert(*diff_id) {
+            let (_, existed, size) = done;
+            if existed {
+                self.out.layers_existing += 1;
+                (self.report)(LoadEvent::LayerExists { diff_id: *diff_id });
+            } else {
+                self.out.layers_loaded += 1;
+                (self.report)(LoadEvent::LayerLoaded {
+                    diff_id: *diff_id,
+                    size,
+                });
+            }
+        }
+        Ok(done)
+    }
+
+    /// An image with every layer checked and stored.
+    fn found(&mut self, plan: Planned) -> Result<Found> {
+        let mut layers = Vec::new();
+        for (i, (member, diff_id)) in plan.layer_members.iter().zip(&plan.diff_ids).enumerate() {
+            layers.push(self.resolve(member, diff_id, i)?.0);
+        }
+        let original_manifest = plan.manifest.and_then(|(manifest, wanted)| {
+            let unchanged = wanted.len() == layers.len()
+                && wanted
+                    .iter()
+                    .zip(&layers)
+                    .all(|(w, l)| w.digest == l.digest && w.size == l.size);
+            unchanged.then_some(manifest)
+        });
+        Ok(Found {
+            config: plan.config,
+            layers,
+            original_manifest,
+            tags: plan.tags,
+        })
+    }
+
+    /// Images listed by `manifest.json` (Docker, both layouts). Lenient (`awaited` given):
+    /// images whose config is not here yet are skipped and their config noted.
+    fn docker_plans(&self, mut awaited: Option<&mut HashSet<String>>) -> Result<Vec<Planned>> {
         let entries: Option<Vec<DockerManifestEntry>> = self.json("manifest.json")?;
         let entries = entries.ok_or_else(|| Error::archive("manifest.json", "is null"))?;
-        let mut found = Vec::new();
+        let mut plans = Vec::new();
         for (n, entry) in entries.iter().enumerate() {
             let config_name = normalise_member_name(&entry.config).map_err(|why| {
                 Error::archive(
@@ -521,6 +765,9 @@ impl Reader<'_> {
                     format!("entry {n}: Config {:?}: {why}", entry.config),
                 )
             })?;
+            if self.missing(&config_name, &mut awaited) {
+                continue;
+            }
             let config = self.bytes(&config_name)?;
             let parsed = ImageConfig::parse(&config)
                 .map_err(|e| Error::archive(&config_name, e.to_string()))?;
@@ -535,15 +782,11 @@ impl Reader<'_> {
                     ),
                 ));
             }
-            let mut layers = Vec::new();
-            let mut layer_state = Vec::new();
-            for (i, (path, diff_id)) in entry.layers.iter().zip(&diff_ids).enumerate() {
-                let name = normalise_member_name(path).map_err(|why| {
+            let mut layer_members = Vec::new();
+            for path in &entry.layers {
+                layer_members.push(normalise_member_name(path).map_err(|why| {
                     Error::archive("manifest.json", format!("entry {n}: layer {path:?}: {why}"))
-                })?;
-                let (desc, existed, size) = self.layer(&name, diff_id, i)?;
-                layers.push(desc);
-                layer_state.push((existed, size));
+                })?);
             }
             let mut tags = Vec::new();
             for t in entry.repo_tags.iter().flatten() {
@@ -552,22 +795,21 @@ impl Reader<'_> {
                 })?;
                 tags.push(r);
             }
-            found.push(Found {
+            plans.push(Planned {
                 config,
-                layers,
-                original_manifest: None,
-                tags,
                 diff_ids,
-                layer_state,
+                layer_members,
+                manifest: None,
+                tags,
             });
         }
-        Ok(found)
+        Ok(plans)
     }
 
-    /// Images listed by `index.json` (an OCI layout).
-    fn oci_images(&self) -> Result<Vec<Found>> {
+    /// Images listed by `index.json` (an OCI layout); lenient as [`Reader::docker_plans`].
+    fn oci_plans(&self, mut awaited: Option<&mut HashSet<String>>) -> Result<Vec<Planned>> {
         let index: ImageIndex = self.json("index.json")?;
-        let mut found = Vec::new();
+        let mut plans = Vec::new();
         for (n, d) in index.manifests().iter().enumerate() {
             let what = format!("index.json entry {n}");
             let desc = Descriptor::from_oci(d, &what)?;
@@ -582,13 +824,24 @@ impl Reader<'_> {
                     .map_err(|e| Error::archive("index.json", format!("entry {n}: {e}")))?],
                 None => Vec::new(),
             };
-            found.push(self.oci_image(&desc, tags, 0)?);
+            if let Some(plan) = self.oci_plan(&desc, tags, 0, &mut awaited)? {
+                plans.push(plan);
+            }
         }
-        Ok(found)
+        Ok(plans)
     }
 
-    fn oci_image(&self, desc: &Descriptor, tags: Vec<Reference>, depth: u32) -> Result<Found> {
+    fn oci_plan(
+        &self,
+        desc: &Descriptor,
+        tags: Vec<Reference>,
+        depth: u32,
+        awaited: &mut Option<&mut HashSet<String>>,
+    ) -> Result<Option<Planned>> {
         let name = format!("blobs/sha256/{}", desc.digest.hex());
+        if self.missing(&name, awaited) {
+            return Ok(None);
+        }
         let bytes = self.bytes(&name)?;
         if Digest::of(&bytes) != desc.digest || bytes.len() as u64 != desc.size {
             return Err(Error::archive(&name, "does not match its descriptor"));
@@ -599,11 +852,7 @@ impl Reader<'_> {
             }
             let index: ImageIndex = serde_json::from_slice(&bytes)
                 .map_err(|e| Error::archive(&name, format!("invalid index: {e}")))?;
-            let arch = match std::env::consts::ARCH {
-                "x86_64" => "amd64",
-                "aarch64" => "arm64",
-                other => other,
-            };
+            let arch = crate::image::host_arch();
             let pick = index
                 .manifests()
                 .iter()
@@ -615,7 +864,7 @@ impl Reader<'_> {
                 .or_else(|| index.manifests().first())
                 .ok_or_else(|| Error::archive(&name, "empty index"))?;
             let d = Descriptor::from_oci(pick, &name)?;
-            return self.oci_image(&d, tags, depth + 1);
+            return self.oci_plan(&d, tags, depth + 1, awaited);
         }
         if !media::is_manifest(&desc.media_type) {
             return Err(Error::UnsupportedMediaType {
@@ -627,6 +876,9 @@ impl Reader<'_> {
             .map_err(|e| Error::archive(&name, format!("invalid manifest: {e}")))?;
         let config_desc = Descriptor::from_oci(manifest.config(), &name)?;
         let config_name = format!("blobs/sha256/{}", config_desc.digest.hex());
+        if self.missing(&config_name, awaited) {
+            return Ok(None);
+        }
         let config = self.bytes(&config_name)?;
         let parsed =
             ImageConfig::parse(&config).map_err(|e| Error::archive(&config_name, e.to_string()))?;
@@ -641,27 +893,20 @@ impl Reader<'_> {
                 ),
             ));
         }
-        let mut layers = Vec::new();
-        let mut layer_state = Vec::new();
-        let mut unchanged = true;
-        for (i, (l, diff_id)) in manifest.layers().iter().zip(&diff_ids).enumerate() {
+        let mut wanted = Vec::new();
+        let mut layer_members = Vec::new();
+        for l in manifest.layers() {
             let want = Descriptor::from_oci(l, &name)?;
-            let member = format!("blobs/sha256/{}", want.digest.hex());
-            let (desc, existed, size) = self.layer(&member, diff_id, i)?;
-            if desc.digest != want.digest || desc.size != want.size {
-                unchanged = false;
-            }
-            layers.push(desc);
-            layer_state.push((existed, size));
+            layer_members.push(format!("blobs/sha256/{}", want.digest.hex()));
+            wanted.push(want);
         }
-        Ok(Found {
+        Ok(Some(Planned {
             config,
-            layers,
-            original_manifest: unchanged.then(|| desc.clone()),
-            tags,
             diff_ids,
-            layer_state,
-        })
+            layer_members,
+            manifest: Some((desc.clone(), wanted)),
+            tags,
+        }))
     }
 }
 

@@ -38,6 +38,43 @@ impl SaveOptions {
     }
 }
 
+/// Limits `load` holds hostile archives to: a compressed layer, or a compressed archive as a
+/// whole, may expand to at most [`LoadOptions::limit`] of its compressed size; any layer and
+/// the whole (uncompressed) archive to at most `max_uncompressed` bytes. A layer over the
+/// limit is refused with an error naming it before anything refers to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Uncompressed bytes allowed per compressed byte, beyond `expansion_allowance`.
+    pub max_expansion_ratio: u64,
+    /// Uncompressed bytes always allowed, whatever the ratio (small layers of zeros compress
+    /// very well and are not hostile).
+    pub expansion_allowance: u64,
+    /// The most uncompressed bytes of any one layer or of the whole archive.
+    pub max_uncompressed: u64,
+}
+
+impl Default for LoadOptions {
+    /// 1024:1 beyond 4 GiB, at most 1 TiB: real layers compress 2-20:1, even a layer holding
+    /// a large file of zeros stays within, while a zstd bomb (over 30000:1) does not.
+    fn default() -> Self {
+        LoadOptions {
+            max_expansion_ratio: 1024,
+            expansion_allowance: 4 << 30,
+            max_uncompressed: 1 << 40,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// The most uncompressed bytes allowed from `compressed` compressed bytes.
+    pub fn limit(&self, compressed: u64) -> u64 {
+        compressed
+            .saturating_mul(self.max_expansion_ratio)
+            .max(self.expansion_allowance)
+            .min(self.max_uncompressed)
+    }
+}
+
 /// Progress of a load, one event per distinct layer and per loaded image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LoadEvent {

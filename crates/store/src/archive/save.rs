@@ -1,6 +1,6 @@
 //! `save`: stream images into a docker-compatible or OCI layout tar.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -169,7 +169,28 @@ impl Store {
             tar.append_data(&mut header(0, true), dir, io::empty())
                 .map_err(fail)?;
         }
-        for (digest, blob) in &blobs {
+        let mut files: Vec<(&str, Vec<u8>)> =
+            vec![("index.json", index_json(&exported, options.format))];
+        if options.format == ArchiveFormat::Docker {
+            files.push(("manifest.json", manifest_json(&exported)));
+        }
+        files.push(("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()));
+        if options.format == ArchiveFormat::Docker {
+            files.push(("repositories", repositories(&exported)));
+        }
+        for (name, body) in files {
+            tar.append_data(&mut header(body.len() as u64, false), name, &body[..])
+                .map_err(fail)?;
+        }
+        // Metadata and configs before layers, so that `load` knows each layer when it meets it
+        // and reports it at once instead of at the end of the archive.
+        let layer_blobs: BTreeSet<Digest> = exported
+            .iter()
+            .flat_map(|e| e.layers.iter().map(|l| l.digest))
+            .collect();
+        let (layers, small): (Vec<_>, Vec<_>) =
+            blobs.iter().partition(|(d, _)| layer_blobs.contains(d));
+        for (digest, blob) in small.into_iter().chain(layers) {
             let path = format!("blobs/sha256/{}", digest.hex());
             let what = format!("blob {digest}");
             let reader: Box<dyn Read> = match &blob.source {
@@ -186,19 +207,6 @@ impl Store {
             };
             tar.append_data(&mut header(blob.size, false), &path, &mut exact)
                 .map_err(|e| Error::stream(format!("write {path} into the archive"), e))?;
-        }
-        let mut files: Vec<(&str, Vec<u8>)> =
-            vec![("index.json", index_json(&exported, options.format))];
-        if options.format == ArchiveFormat::Docker {
-            files.push(("manifest.json", manifest_json(&exported)));
-        }
-        files.push(("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()));
-        if options.format == ArchiveFormat::Docker {
-            files.push(("repositories", repositories(&exported)));
-        }
-        for (name, body) in files {
-            tar.append_data(&mut header(body.len() as u64, false), name, &body[..])
-                .map_err(fail)?;
         }
         let mut inner = tar.into_inner().map_err(fail)?;
         inner.flush().map_err(fail)?;

@@ -1,6 +1,6 @@
 //! `save`: stream images into a docker-compatible or OCI layout tar.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -184,13 +184,20 @@ impl Store {
         }
         // Metadata and configs before layers, so that `load` knows each layer when it meets it
         // and reports it at once instead of at the end of the archive.
-        let layer_blobs: BTreeSet<Digest> = exported
+        // Layers go base first, in the order the images stack them, so that `load` reports
+        // them in that order, as `docker load` prints them.
+        let mut layer_order: Vec<Digest> = Vec::new();
+        for digest in exported
             .iter()
             .flat_map(|e| e.layers.iter().map(|l| l.digest))
-            .collect();
-        let (layers, small): (Vec<_>, Vec<_>) =
-            blobs.iter().partition(|(d, _)| layer_blobs.contains(d));
-        for (digest, blob) in small.into_iter().chain(layers) {
+        {
+            if !layer_order.contains(&digest) {
+                layer_order.push(digest);
+            }
+        }
+        let small = blobs.iter().filter(|(d, _)| !layer_order.contains(d));
+        let layers = layer_order.iter().filter_map(|d| blobs.get_key_value(d));
+        for (digest, blob) in small.chain(layers) {
             let path = format!("blobs/sha256/{}", digest.hex());
             let what = format!("blob {digest}");
             let reader: Box<dyn Read> = match &blob.source {

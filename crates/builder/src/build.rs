@@ -990,6 +990,9 @@ impl Build<'_> {
             .insert("shell".into(), runstep::shell_setting(&st.config));
         let (mounts, sources) = runstep::mount_inputs(&plan, self.context.as_ref())?;
         key.mounts = mounts;
+        if let Some(s) = &sources {
+            self.last.save_files(s);
+        }
         key.sources = sources;
         let step_scratch = self.scratch.join(format!("step-{}", info.id.0));
         let cache_mounts = self.engine.builder_dir().join("cache-mounts");
@@ -1186,6 +1189,7 @@ impl Build<'_> {
             None => {
                 let plan = copy::prepare(&request(source_root()?))?;
                 let found = (plan.sources_input(), plan.dest().to_string());
+                self.last.save_files(&found.0);
                 if let Some(m) = &memo {
                     m.save(&found.0, &found.1);
                 }
@@ -1197,7 +1201,10 @@ impl Build<'_> {
             lock(&self.copy_hashes).push(CopyHash {
                 memo: m.key.clone(),
                 dest: dest.clone(),
-                sources: sources_input.clone(),
+                sources: crate::cachekey::SourcesInput {
+                    digest: sources_input.digest.clone(),
+                    files: Default::default(),
+                },
             });
         }
         let linked = f.link && f.chmod.is_none();
@@ -1262,7 +1269,13 @@ impl Build<'_> {
             &mut |rootfs, _| {
                 let plan = match prepared.take() {
                     Some(p) => p,
-                    None => copy::prepare(&request(source_root()?))?,
+                    None => {
+                        // Remembered without its per-file list (kept apart, or shared by
+                        // another machine): keep the list for later explanations.
+                        let plan = copy::prepare(&request(source_root()?))?;
+                        self.last.save_files(&plan.sources_input());
+                        plan
+                    }
                 };
                 plan.apply_with(rootfs, users_root.as_deref()).map(|_| ())
             },
@@ -1363,7 +1376,8 @@ impl Build<'_> {
         let store = self.engine.store();
         let key = inputs.key();
         let position = seen.len();
-        seen.push(inputs.clone());
+        // Per-file lists stay out of what is kept (the lists are kept apart by digest).
+        seen.push(inputs.without_files());
         if !no_cache {
             let below: Vec<Digest> = st.layers.iter().map(|l| l.diff_id).collect();
             let hit = match cache::lookup(store, &key)? {
@@ -1398,7 +1412,13 @@ impl Build<'_> {
         let reason = if no_cache {
             "the cache is off for this stage (--no-cache or --no-cache-filter)".to_string()
         } else {
-            cache::miss_reason(previous.get(), &self.step_texts(info), position, &inputs)
+            cache::miss_reason(
+                previous.get(),
+                &self.step_texts(info),
+                position,
+                &inputs,
+                &|digest| self.last.load_files(digest),
+            )
         };
         self.reporter.report(&Event::CacheMiss {
             step: info.id,
@@ -1720,10 +1740,12 @@ struct HashMemo {
     key: String,
 }
 
+/// A memo keeps only the sources' combined digest (all the cache key needs), so a cached
+/// build reads a few bytes; the per-file list is kept apart ([`LastBuilds::save_files`]).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct MemoRecord {
     dest: String,
-    sources: crate::cachekey::SourcesInput,
+    digest: String,
 }
 
 impl HashMemo {
@@ -1757,14 +1779,18 @@ impl HashMemo {
     fn load(&self) -> Option<(crate::cachekey::SourcesInput, String)> {
         let bytes = std::fs::read(&self.path).ok()?;
         let r: MemoRecord = serde_json::from_slice(&bytes).ok()?;
-        Some((r.sources, r.dest))
+        let sources = crate::cachekey::SourcesInput {
+            digest: r.digest,
+            files: Default::default(),
+        };
+        Some((sources, r.dest))
     }
 
     /// Best effort: a memo that cannot be written only costs a re-hash next time.
     fn save(&self, sources: &crate::cachekey::SourcesInput, dest: &str) {
         let record = MemoRecord {
             dest: dest.to_string(),
-            sources: sources.clone(),
+            digest: sources.digest.clone(),
         };
         let Ok(bytes) = serde_json::to_vec(&record) else {
             return;

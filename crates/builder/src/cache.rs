@@ -19,25 +19,34 @@
 //! the Dockerfile's path (or "stdin") plus the stage's name (or index); its record, a JSON
 //! file under `<root>/builder/last/`, lists the inputs of its layer steps in order. A step is
 //! matched to its previous build by the same instruction text (the nearest one), else by its
-//! position among the stage's steps. Metadata instructions have no key (they change only the
+//! position among the stage's steps.
+//!
+//! **Per-file lists.** A `COPY` of many files has a per-file record of each (to name the
+//! file that changed), megabytes for a large tree. Step records and last builds keep only
+//! the files' combined digest (which is all the key uses), so a cached build reads small
+//! records; the lists are kept once per digest under `<root>/builder/last/files/` and read
+//! only to explain a miss. Metadata instructions have no key (they change only the
 //! config), so they are never HIT or MISS themselves.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use strata_store::{Descriptor, Digest, LayerInfo, Record, RefKind, Store};
 
-use crate::cachekey::{CacheKey, KeyInputs};
+use crate::cachekey::{CacheKey, FileInput, KeyInputs, SourcesInput};
 use crate::Error;
 
 /// The kind tag of step records, versioned with the record layout.
-const RECORD_KIND: &str = "strata.build-step.v1";
+/// (v2: the inputs without the copied files' per-file records, which [`LastBuilds`] keeps
+/// apart; a v1 record misses once and is written again.)
+const RECORD_KIND: &str = "strata.build-step.v2";
 
 /// What a cache hit reuses: a step's result and how it was made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepRecord {
-    /// The record layout's kind tag (`strata.build-step.v1`).
+    /// The record layout's kind tag (`strata.build-step.v2`).
     pub kind: String,
     /// The step's cache key.
     pub key: CacheKey,
@@ -47,7 +56,8 @@ pub struct StepRecord {
     pub created_by: String,
     /// When the step ran (RFC 3339); the history entry's `created`.
     pub created: Option<String>,
-    /// The inputs of the key.
+    /// The inputs of the key, without the copied files' per-file records (a hit reads
+    /// only this small record; [`LastBuilds::load_files`] has the lists).
     pub inputs: KeyInputs,
     /// The stage that made it (its name, or `stage-N`); absent in records of older builds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,7 +117,7 @@ pub fn store_record(
         layer: new.layer.cloned(),
         created_by: new.created_by.to_string(),
         created,
-        inputs: new.inputs.clone(),
+        inputs: new.inputs.without_files(),
         stage: Some(new.stage.to_string()),
     };
     let data = serde_json::to_value(&step).map_err(|source| Error::CacheRecord { source })?;
@@ -204,6 +214,83 @@ impl LastBuilds {
         self.dir.join(format!("{name}.json"))
     }
 
+    fn files_file(&self, digest: &str) -> PathBuf {
+        let name = hex::encode(Sha256::digest(digest.as_bytes()));
+        self.dir.join("files").join(format!("{name}.json"))
+    }
+
+    /// Keeps the per-file records of `sources` (by their combined digest) for later
+    /// explanations, unless they are kept already. Call it only with the full list (an
+    /// empty list is kept too: a selection can be empty). Best effort: a list that cannot be written
+    /// only makes a later explanation less precise.
+    pub fn save_files(&self, sources: &SourcesInput) {
+        let path = self.files_file(&sources.digest);
+        if path.exists() {
+            return;
+        }
+        let Ok(bytes) = serde_json::to_vec(&sources.files) else {
+            return;
+        };
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        if std::fs::write(&tmp, bytes).is_err() || std::fs::rename(&tmp, &path).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            return;
+        }
+        self.prune_files();
+    }
+
+    /// Removes the per-file lists that no last build names any more (each edit of a large
+    /// context makes a new one). A list younger than an hour is spared: a stage that is
+    /// still building has kept it but not yet recorded its build.
+    fn prune_files(&self) {
+        const SPARE: std::time::Duration = std::time::Duration::from_secs(3600);
+        let Ok(records) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut named = std::collections::BTreeSet::new();
+        for entry in records.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let Ok(record) = serde_json::from_slice::<StageRecord>(&bytes) else {
+                continue;
+            };
+            for step in &record.steps {
+                if let Some(s) = &step.sources {
+                    named.insert(self.files_file(&s.digest));
+                }
+            }
+        }
+        let Ok(lists) = std::fs::read_dir(self.dir.join("files")) else {
+            return;
+        };
+        for entry in lists.flatten() {
+            let path = entry.path();
+            let young = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age < SPARE);
+            if !young && !named.contains(&path) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+
+    /// The per-file records of the sources whose combined digest is `digest`, when kept.
+    pub fn load_files(&self, digest: &str) -> Option<BTreeMap<String, FileInput>> {
+        let bytes = std::fs::read(self.files_file(digest)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
     /// The inputs of `stage`'s layer steps the last time it was built (empty if never).
     pub fn load(&self, stage: &str) -> Vec<KeyInputs> {
         let Ok(bytes) = std::fs::read(self.file(stage)) else {
@@ -221,7 +308,7 @@ impl LastBuilds {
         let record = StageRecord {
             identity: self.identity.clone(),
             stage: stage.to_string(),
-            steps: steps.to_vec(),
+            steps: steps.iter().map(KeyInputs::without_files).collect(),
         };
         let bytes = serde_json::to_vec(&record).map_err(|source| Error::CacheRecord { source })?;
         let path = self.file(stage);
@@ -263,11 +350,14 @@ impl<'a> LazyPrevious<'a> {
 /// compared with the steps of the stage's last build (`previous`). `current` lists the
 /// instruction texts of this build's keyed steps in the stage, so that a step that was
 /// inserted is not mistaken for an edit of the step that used to be at its place.
+/// `files` gives the per-file records of copied sources by their combined digest (records
+/// keep only the digest), to name the files that changed.
 pub fn miss_reason(
     previous: &[KeyInputs],
     current: &[String],
     position: usize,
     new: &KeyInputs,
+    files: &dyn Fn(&str) -> Option<BTreeMap<String, FileInput>>,
 ) -> String {
     const NEW_STEP: &str = "no earlier build of this step";
     let same_text = previous
@@ -285,10 +375,44 @@ pub fn miss_reason(
             _ => return NEW_STEP.to_string(),
         },
     };
-    match explain_difference(old, new) {
+    let (old, new) = with_files(old, new, files);
+    match explain_difference(&old, &new) {
         Some(reason) => reason,
         None => "the same inputs as the last build, but their cache entry is gone (pruned, or that build did not finish)".to_string(),
     }
+}
+
+/// `old` and `new` with the per-file records of their sources filled in from `files` when
+/// the sources differ (and left out of both when they are the same: one side may lack them).
+/// When either list cannot be had, both are left without one, so the difference is told as
+/// "the set of copied sources changed" rather than as every file added or removed.
+fn with_files(
+    old: &KeyInputs,
+    new: &KeyInputs,
+    files: &dyn Fn(&str) -> Option<BTreeMap<String, FileInput>>,
+) -> (KeyInputs, KeyInputs) {
+    let (mut old, mut new) = (old.clone(), new.clone());
+    if let (Some(o), Some(n)) = (old.sources.as_mut(), new.sources.as_mut()) {
+        if o.digest == n.digest {
+            o.files.clear();
+            n.files.clear();
+        } else {
+            let mut known = true;
+            for s in [&mut *o, &mut *n] {
+                if s.files.is_empty() {
+                    match files(&s.digest) {
+                        Some(list) => s.files = list,
+                        None => known = false,
+                    }
+                }
+            }
+            if !known {
+                o.files.clear();
+                n.files.clear();
+            }
+        }
+    }
+    (old, new)
 }
 
 /// [`crate::cachekey::diff`] worded for a person: a changed previous step is named last when
@@ -341,6 +465,10 @@ mod tests {
         )
     }
 
+    fn miss_reason_(previous: &[KeyInputs], now: &[String], pos: usize, new: &KeyInputs) -> String {
+        miss_reason(previous, now, pos, new, &|_| None)
+    }
+
     fn texts(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
     }
@@ -351,25 +479,25 @@ mod tests {
         // Edited text: compared with the step at the same position.
         let now = texts(&["RUN a", "RUN B", "RUN c"]);
         assert_eq!(
-            miss_reason(&previous, &now, 1, &run("RUN B", 2)),
+            miss_reason_(&previous, &now, 1, &run("RUN B", 2)),
             "the instruction changed from `RUN b` to `RUN B`"
         );
         // Inserted: the step that was at its place is still there, so it is new; the
         // moved step's own inputs are the same but its parent changed.
         let now = texts(&["RUN a", "RUN new", "RUN b", "RUN c"]);
         assert_eq!(
-            miss_reason(&previous, &now, 1, &run("RUN new", 5)),
+            miss_reason_(&previous, &now, 1, &run("RUN new", 5)),
             "no earlier build of this step"
         );
-        let r = miss_reason(&previous, &now, 2, &run("RUN b", 9));
+        let r = miss_reason_(&previous, &now, 2, &run("RUN b", 9));
         assert!(r.starts_with("the previous step changed"), "{r}");
         assert_eq!(
-            miss_reason(&previous, &now, 4, &run("RUN d", 4)),
+            miss_reason_(&previous, &now, 4, &run("RUN d", 4)),
             "no earlier build of this step"
         );
-        assert!(miss_reason(&previous, &now, 0, &run("RUN a", 1)).contains("cache entry is gone"));
+        assert!(miss_reason_(&previous, &now, 0, &run("RUN a", 1)).contains("cache entry is gone"));
         assert_eq!(
-            miss_reason(&[], &now, 0, &run("RUN a", 1)),
+            miss_reason_(&[], &now, 0, &run("RUN a", 1)),
             "no earlier build of this step"
         );
     }
@@ -395,6 +523,63 @@ mod tests {
             explain_difference(&old, &edited).unwrap(),
             "the instruction changed from `RUN a` to `RUN b`"
         );
+    }
+
+    fn copy(digest: &str, files: &[(&str, &str)]) -> KeyInputs {
+        let mut k = KeyInputs::new(OpKind::Copy, "linux/amd64", Parent::None, "COPY . /app");
+        k.sources = Some(SourcesInput {
+            digest: digest.to_string(),
+            files: files
+                .iter()
+                .map(|(path, d)| {
+                    let file = FileInput {
+                        kind: "file".into(),
+                        mode: 0o644,
+                        size: 1,
+                        digest: d.to_string(),
+                    };
+                    (path.to_string(), file)
+                })
+                .collect(),
+        });
+        k
+    }
+
+    #[test]
+    fn per_file_lists_are_kept_apart_and_read_to_explain_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let last = LastBuilds::new(dir.path(), Path::new("/ctx"), None);
+        let old = copy("sha256:old", &[("a", "1"), ("b", "2")]);
+        let new = copy("sha256:new", &[("a", "1"), ("b", "3")]);
+        last.save("build", std::slice::from_ref(&old)).unwrap();
+        // What is kept has no per-file list, and the key is the same without it.
+        let kept = last.load("build");
+        assert_eq!(kept, vec![old.without_files()]);
+        assert_eq!(kept[0].key(), old.key());
+        assert!(kept[0].sources.as_ref().unwrap().files.is_empty());
+        let now = texts(&["COPY . /app"]);
+        let lists = |d: &str| last.load_files(d);
+        // Without the old list, the change is told without naming files.
+        assert_eq!(
+            miss_reason(&kept, &now, 0, &new.without_files(), &lists),
+            "the set of copied sources changed"
+        );
+        last.save_files(old.sources.as_ref().unwrap());
+        last.save_files(new.sources.as_ref().unwrap());
+        // With both lists, the changed file is named, however the new inputs came.
+        for n in [&new, &new.without_files()] {
+            assert_eq!(
+                miss_reason(&kept, &now, 0, n, &lists),
+                miss_reason_(std::slice::from_ref(&old), &now, 0, &new)
+            );
+            assert!(miss_reason(&kept, &now, 0, n, &lists).contains("b"));
+        }
+        // An empty selection is a list too.
+        let empty = copy("sha256:empty", &[]);
+        last.save_files(empty.sources.as_ref().unwrap());
+        assert_eq!(last.load_files("sha256:empty"), Some(BTreeMap::new()));
+        let r = miss_reason(&kept, &now, 0, &empty, &lists);
+        assert!(r.starts_with("file a was removed"), "{r}");
     }
 
     #[test]

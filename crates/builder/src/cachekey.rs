@@ -360,6 +360,27 @@ impl KeyInputs {
         e
     }
 
+    /// A copy without the copied files' per-file records (their digest stays, so the key is
+    /// the same): what cache records and last builds keep, the per-file lists being stored
+    /// on their own and read only to explain a miss.
+    pub fn without_files(&self) -> KeyInputs {
+        KeyInputs {
+            version: self.version,
+            op: self.op,
+            platform: self.platform.clone(),
+            parent: self.parent.clone(),
+            instruction: self.instruction.clone(),
+            args: self.args.clone(),
+            env: self.env.clone(),
+            settings: self.settings.clone(),
+            mounts: self.mounts.clone(),
+            sources: self.sources.as_ref().map(|s| SourcesInput {
+                digest: s.digest.clone(),
+                files: BTreeMap::new(),
+            }),
+        }
+    }
+
     /// The cache key of these inputs.
     pub fn key(&self) -> CacheKey {
         self.encode().finish()

@@ -9,7 +9,7 @@
 //!
 //! Beside those, the builder keeps its own state under `<root>/builder/`: `cache-mounts/`
 //! (`RUN --mount=type=cache` folders), `last/` (the inputs of the last build of every stage,
-//! to explain cache misses), `hash-memo/` (what a `COPY --from` of an immutable layer stack
+//! to explain cache misses; `last/files/` the per-file lists of copied sources), `hash-memo/` (what a `COPY --from` of an immutable layer stack
 //! hashed to), `hash-cache/` (the digests of build context files by their `lstat` identity,
 //! [`crate::context::hashcache`]) and `logs/` (every step's full output).
 

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use strata_overlay::{diff_dirs, write_tar, TarOptions};
 
 use crate::deps::ensure_packages;
 use crate::shared::workspace_root;
@@ -112,24 +111,6 @@ fn make_context(dir: &Path, case: &Case) -> anyhow::Result<()> {
         data.truncate(case.file_size);
         fs::write(sub.join(format!("f{i:05}")), data)?;
     }
-    Ok(())
-}
-
-/// A busybox root filesystem (Debian's busybox-static and its applet links).
-pub(crate) fn busybox_rootfs(dir: &Path) -> anyhow::Result<()> {
-    let bin = dir.join("bin");
-    fs::create_dir_all(&bin)?;
-    fs::copy("/bin/busybox", bin.join("busybox")).context("copying /bin/busybox")?;
-    let list = Command::new("/bin/busybox").arg("--list").output()?;
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" {
-            std::os::unix::fs::symlink("busybox", bin.join(applet))?;
-        }
-    }
-    fs::create_dir_all(dir.join("etc"))?;
-    fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
-    fs::write(dir.join("etc/group"), "root:x:0:\n")?;
-    fs::create_dir_all(dir.join("tmp"))?;
     Ok(())
 }
 
@@ -387,33 +368,18 @@ pub fn run(args: &BuildBenchArgs) -> anyhow::Result<()> {
         bail!("--runs must be at least 1");
     }
     ensure_packages(&["busybox-static", "umoci", "tar"])?;
-    eprintln!("==> building the release binary");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "-p", "strata"])
-        .current_dir(workspace_root())
-        .status()?;
-    if !status.success() {
-        bail!("cargo build --release -p strata failed");
-    }
-    let strata = workspace_root().join("target/release/strata");
+    let strata = crate::strata_bin::build_release()?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     let work = workspace_root().join(format!("target/bench-build/run-{stamp}"));
     fs::create_dir_all(&work)?;
     let rootfs = work.join("busybox-rootfs");
-    busybox_rootfs(&rootfs)?;
+    crate::busybox::rootfs(&rootfs)?;
     let oci = busybox_oci(&work, &rootfs)?;
     // The plain tar, for `docker import`.
-    let empty = work.join("empty");
-    fs::create_dir_all(&empty)?;
     let plain_tar = work.join("busybox.tar");
-    let set = diff_dirs(&empty, &rootfs)?;
-    write_tar(
-        &set,
-        &mut fs::File::create(&plain_tar)?,
-        &TarOptions::default(),
-    )?;
+    crate::busybox::pack(&work, &rootfs, &plain_tar)?;
 
     let cases: Vec<Case> = cases()
         .into_iter()

@@ -39,10 +39,9 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::json;
-use strata_overlay::{diff_dirs, write_tar, TarOptions};
 
 use crate::bench_build::{
-    busybox_oci, busybox_rootfs, docker, start_dockerd, strata_store, three_stages, Dockerd, SEED,
+    busybox_oci, docker, start_dockerd, strata_store, three_stages, Dockerd, SEED,
 };
 use crate::deps::ensure_packages;
 use crate::shared::workspace_root;
@@ -828,32 +827,18 @@ pub fn run(args: &PeersBenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let load_start = load_average();
     ensure_packages(&["busybox-static", "umoci", "tar", "time", "zstd", "openssl"])?;
-    eprintln!("==> building the release binary");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "-p", "strata"])
-        .current_dir(workspace_root())
-        .status()?;
-    if !status.success() {
-        bail!("cargo build --release -p strata failed");
-    }
-    let strata = workspace_root().join("target/release/strata");
+    let strata = crate::strata_bin::build_release()?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     let work = workspace_root().join(format!("target/bench-peers/run-{stamp}"));
     fs::create_dir_all(&work)?;
     let rootfs = work.join("busybox-rootfs");
-    busybox_rootfs(&rootfs)?;
+    crate::busybox::rootfs(&rootfs)?;
     let oci = busybox_oci(&work, &rootfs)?;
-    let empty = work.join("empty");
-    fs::create_dir_all(&empty)?;
+    // The plain tar, for `docker import`.
     let rootfs_tar = work.join("busybox.tar");
-    let set = diff_dirs(&empty, &rootfs)?;
-    write_tar(
-        &set,
-        &mut fs::File::create(&rootfs_tar)?,
-        &TarOptions::default(),
-    )?;
+    crate::busybox::pack(&work, &rootfs, &rootfs_tar)?;
     fs::create_dir_all(work.join("docker-config"))?;
     fs::write(work.join("docker-config/config.json"), "{}")?;
 

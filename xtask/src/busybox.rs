@@ -52,12 +52,20 @@ pub fn rootfs(dir: &Path) -> anyhow::Result<()> {
 /// `work`), for `strata import` or `docker import`.
 pub fn rootfs_tar(work: &Path, out: &Path) -> anyhow::Result<()> {
     let dir = work.join("busybox-rootfs");
-    let empty = work.join("busybox-empty");
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
-    fs::create_dir_all(&empty)?;
     rootfs(&dir)?;
-    let set = diff_dirs(&empty, &dir).context("reading the busybox root filesystem")?;
+    pack(work, &dir, out)?;
+    fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Writes the root filesystem in `dir` as a tar file at `out` (sorted, mtimes clamped),
+/// using an empty folder under `work` as the diff's other side.
+pub fn pack(work: &Path, dir: &Path, out: &Path) -> anyhow::Result<()> {
+    let empty = work.join("busybox-empty");
+    fs::create_dir_all(&empty)?;
+    let set = diff_dirs(&empty, dir).context("reading the busybox root filesystem")?;
     let mut file = std::io::BufWriter::new(
         fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
     );
@@ -70,7 +78,6 @@ pub fn rootfs_tar(work: &Path, out: &Path) -> anyhow::Result<()> {
     )
     .context("packing the busybox root filesystem")?;
     std::io::Write::flush(&mut file)?;
-    fs::remove_dir_all(&dir)?;
     fs::remove_dir_all(&empty)?;
     Ok(())
 }

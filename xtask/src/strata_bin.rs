@@ -14,14 +14,27 @@ use crate::shared::workspace_root;
 /// compiles the whole tree again with optimisations (minutes on two cores). The demo and the
 /// tty check move a few megabytes; the binary's speed does not show.
 pub fn build() -> anyhow::Result<PathBuf> {
-    eprintln!("==> building the strata CLI: cargo build -p strata --bin strata");
+    build_profile(false)
+}
+
+/// Builds `strata` with the release profile and returns its path (for benchmarks).
+pub fn build_release() -> anyhow::Result<PathBuf> {
+    build_profile(true)
+}
+
+fn build_profile(release: bool) -> anyhow::Result<PathBuf> {
+    let mut args = vec!["build", "--quiet", "-p", "strata", "--bin", "strata"];
+    if release {
+        args.push("--release");
+    }
+    eprintln!("==> building the strata CLI: cargo {}", args.join(" "));
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "strata", "--bin", "strata"])
+        .args(&args)
         .current_dir(workspace_root())
         .status()
         .context("could not run cargo build")?;
     if !status.success() {
-        bail!("cargo build -p strata failed ({status})");
+        bail!("cargo {} failed ({status})", args.join(" "));
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -31,5 +44,7 @@ pub fn build() -> anyhow::Result<PathBuf> {
     } else {
         target
     };
-    Ok(target.join("debug").join("strata"))
+    Ok(target
+        .join(if release { "release" } else { "debug" })
+        .join("strata"))
 }

@@ -24,10 +24,10 @@ use strata_parser::lint::{
     is_silenced, lint, lint_source, Lint, Severity, MAX_LAYERS, WARN_LAYERS,
 };
 use strata_parser::scope::global_scope;
-use strata_parser::{ArgCommand, Dockerfile, Instruction, InstructionKind, Span};
+use strata_parser::{ArgCommand, Dockerfile, InstructionKind, Span};
 use strata_store::Store;
 
-use crate::imageconfig::parse_change;
+use crate::imageconfig::onbuild_triggers;
 use crate::plan::{from_values, resolve_from, FromRef};
 use crate::platform::{is_proxy_arg, platform_args, Platform};
 use crate::{BuildOptions, Error};
@@ -314,14 +314,7 @@ fn layer_counts(
         }
         let (mut count, image) = match root {
             StageBase::Image(name, Some(image)) => {
-                let triggers = image
-                    .config_parsed
-                    .docker
-                    .on_build
-                    .iter()
-                    .flatten()
-                    .map(|t| parse_change(t))
-                    .collect::<Result<Vec<Instruction>, _>>()?;
+                let triggers = onbuild_triggers(image)?;
                 (
                     image.diff_ids.len()
                         + triggers.iter().filter(|t| t.kind.creates_layer()).count(),

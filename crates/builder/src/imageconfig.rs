@@ -380,6 +380,18 @@ fn healthcheck_text(h: &Healthcheck) -> String {
     )
 }
 
+/// The ONBUILD triggers an image's config carries, parsed, in the order they run.
+pub fn onbuild_triggers(image: &strata_store::Image) -> Result<Vec<Instruction>, Error> {
+    image
+        .config_parsed
+        .docker
+        .on_build
+        .iter()
+        .flatten()
+        .map(|t| parse_change(t))
+        .collect()
+}
+
 /// Parses one instruction written on its own (`CMD ["sh"]`), as `docker import --change`
 /// and `docker commit --change` take them.
 pub fn parse_change(text: &str) -> Result<Instruction, Error> {

@@ -22,7 +22,7 @@ use strata_parser::shell::{expand_word, Env};
 use strata_parser::{Dockerfile, Instruction, InstructionKind, MountType};
 use strata_store::Image;
 
-use crate::imageconfig::parse_change;
+use crate::imageconfig::onbuild_triggers;
 use crate::platform::Platform;
 use crate::progress::StepId;
 use crate::Error;
@@ -227,14 +227,7 @@ pub fn plan(
         // ONBUILD triggers of the base run first.
         let triggers: Vec<Instruction> = match &base {
             Base::Scratch => Vec::new(),
-            Base::Image { image, .. } => image
-                .config_parsed
-                .docker
-                .on_build
-                .iter()
-                .flatten()
-                .map(|t| parse_change(t))
-                .collect::<Result<_, _>>()?,
+            Base::Image { image, .. } => onbuild_triggers(image)?,
             Base::Stage(p) => df.stages[*p]
                 .instructions
                 .iter()

@@ -67,6 +67,7 @@ pub(crate) fn host_arch() -> &'static str {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
         "x86" => "386",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
         other => other,
     }
 }

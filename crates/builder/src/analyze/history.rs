@@ -25,9 +25,13 @@ pub struct HistoryEntry {
 
 /// Read the history of a config (its exact bytes); a missing or malformed history is empty.
 pub fn read_history(config: &[u8]) -> Vec<HistoryEntry> {
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(config) else {
-        return Vec::new();
-    };
+    serde_json::from_slice::<serde_json::Value>(config)
+        .map(|value| history_of(&value))
+        .unwrap_or_default()
+}
+
+/// The history of a config already parsed as JSON; a missing or malformed history is empty.
+pub fn history_of(value: &serde_json::Value) -> Vec<HistoryEntry> {
     let text = |v: &serde_json::Value, k: &str| {
         v.get(k)
             .and_then(|x| x.as_str())

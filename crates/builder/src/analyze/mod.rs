@@ -48,7 +48,7 @@ use strata_store::{Digest, Image, Store};
 use crate::error::Error;
 
 pub use findings::{Finding, Rule, Severity};
-pub use history::{layer_entries, read_history, HistoryEntry, Instruction};
+pub use history::{history_of, layer_entries, read_history, HistoryEntry, Instruction};
 pub use paths::{Change, ChangeKind, How, NodeKind};
 pub use source::{map_history, DockerfileSource, SourceLine};
 

@@ -5,10 +5,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 use strata_builder::container::CommitOptions;
-use strata_store::Reference;
 
 use crate::global::GlobalArgs;
-use crate::ui::error::{AtPlace, Failure};
+use crate::ui::error::{new_image_name, AtPlace};
 use crate::ui::out::outln;
 
 const EXAMPLES: &str = "\
@@ -42,15 +41,7 @@ pub fn run(global: &GlobalArgs, args: &CommitArgs) -> anyhow::Result<ExitCode> {
     let reference = args
         .reference
         .as_deref()
-        .map(|r| {
-            Reference::parse(r).map_err(|e| {
-                Failure::usage(e.to_string())
-                    .at("the NAME[:TAG] argument")
-                    .hint(
-                    "a reference reads `name`, `name:tag` or `registry/name:tag`, in lower case",
-                )
-            })
-        })
+        .map(|r| new_image_name(r, "the NAME[:TAG] argument"))
         .transpose()?;
     let engine = global.open_engine()?;
     let committed = engine

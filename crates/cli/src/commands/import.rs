@@ -8,10 +8,9 @@ use anyhow::Context;
 use clap::Args;
 use strata_builder::import::{import, ImportOptions, ImportSource};
 use strata_builder::platform::Platform;
-use strata_store::Reference;
 
 use crate::global::GlobalArgs;
-use crate::ui::error::{AtPlace, Failure};
+use crate::ui::error::{new_image_name, AtPlace, Failure};
 use crate::ui::out::outln;
 
 const EXAMPLES: &str = "\
@@ -45,15 +44,7 @@ pub fn run(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<ExitCode> {
     let reference = args
         .reference
         .as_deref()
-        .map(|r| {
-            Reference::parse(r).map_err(|e| {
-                Failure::usage(e.to_string())
-                    .at("the NAME[:TAG] argument")
-                    .hint(
-                    "a reference reads `name`, `name:tag` or `registry/name:tag`, in lower case",
-                )
-            })
-        })
+        .map(|r| new_image_name(r, "the NAME[:TAG] argument"))
         .transpose()?;
     let platform = args
         .platform

@@ -4,11 +4,11 @@
 //! the size of the layers going into the archive.
 
 use std::collections::BTreeSet;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, ValueEnum};
 use indicatif::ProgressBar;
 use strata_store::{ArchiveFormat, Compression, SaveOptions, Store};
@@ -111,30 +111,7 @@ fn write(
         }
         (Some(path), None) => store.save_to_file(names, path, options)?,
         (Some(path), Some(bar)) => {
-            // The store's own file writer cannot report progress: write aside in the same
-            // folder, sync, then rename into place, as it does.
-            let dir = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            let tmp = tempfile::Builder::new()
-                .prefix(".strata-save-")
-                .tempfile_in(&dir)
-                .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-            {
-                let mut out = bar.wrap_write(BufWriter::with_capacity(1 << 20, tmp.as_file()));
-                store.save(names, &mut out, options)?;
-                out.flush()
-                    .with_context(|| format!("cannot write {}", tmp.path().display()))?;
-            }
-            tmp.as_file()
-                .sync_all()
-                .with_context(|| format!("cannot write {}", tmp.path().display()))?;
-            tmp.persist(path)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            if let Ok(d) = std::fs::File::open(&dir) {
-                let _ = d.sync_all();
-            }
+            store.save_to_file_observed(names, path, options, &mut |n| bar.inc(n))?
         }
     }
     Ok(())

@@ -7,11 +7,11 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use strata_store::{RefKind, Reference};
+use strata_store::RefKind;
 
 use super::images::Catalog;
 use crate::global::GlobalArgs;
-use crate::ui::error::Failure;
+use crate::ui::error::{new_image_name, Failure};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -34,11 +34,7 @@ pub struct TagArgs {
 pub fn run(global: &GlobalArgs, args: &TagArgs) -> anyhow::Result<ExitCode> {
     let store = global.open_store()?;
     let image = store.resolve(&args.source)?;
-    let target = Reference::parse(&args.target).map_err(|e| {
-        Failure::usage(e.to_string())
-            .at("TARGET_IMAGE")
-            .hint("a reference reads `name`, `name:tag` or `registry/name:tag`, in lower case")
-    })?;
+    let target = new_image_name(&args.target, "TARGET_IMAGE")?;
     if target.digest().is_some() {
         return Err(Failure::usage(format!(
             "refusing to create a tag with a digest reference: {}",

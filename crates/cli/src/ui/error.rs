@@ -161,6 +161,16 @@ fn builder_hint(e: &strata_builder::Error) -> Option<String> {
     })
 }
 
+/// Parses a name given for a new image (`tag`'s target, `commit`'s and `import`'s
+/// `NAME[:TAG]`), as a usage error placed `at` that argument when it is not a reference.
+pub fn new_image_name(text: &str, at: &str) -> Result<strata_store::Reference, Failure> {
+    strata_store::Reference::parse(text).map_err(|e| {
+        Failure::usage(e.to_string())
+            .at(at)
+            .hint("a reference reads `name`, `name:tag` or `registry/name:tag`, in lower case")
+    })
+}
+
 fn store_hint(e: &strata_store::Error) -> Option<String> {
     use strata_store::Error as E;
     Some(match e {

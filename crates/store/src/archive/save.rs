@@ -224,6 +224,18 @@ impl Store {
     /// (bypassing the page cache where the filesystem allows), fsynced, and renamed into place
     /// only when complete, so a failed save leaves no half archive under that name.
     pub fn save_to_file(&self, names: &[&str], path: &Path, options: &SaveOptions) -> Result<()> {
+        self.save_to_file_observed(names, path, options, &mut |_| {})
+    }
+
+    /// [`Store::save_to_file`], telling `written` how many bytes each write added (for a
+    /// progress bar).
+    pub fn save_to_file_observed(
+        &self,
+        names: &[&str],
+        path: &Path,
+        options: &SaveOptions,
+        written: &mut dyn FnMut(u64),
+    ) -> Result<()> {
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -237,7 +249,14 @@ impl Store {
             .try_clone()
             .map_err(|e| Error::io("open", tmp.path(), e))?;
         let mut out = DirectWriter::new(file, tmp.path());
-        self.save(names, &mut out, options)?;
+        self.save(
+            names,
+            Observed {
+                inner: &mut out,
+                written,
+            },
+            options,
+        )?;
         out.finish()
             .map_err(|e| Error::io("write", tmp.path(), e))?;
         tmp.persist(path)
@@ -362,4 +381,22 @@ fn repositories(images: &[Exported]) -> Vec<u8> {
         }
     }
     serde_json::to_vec(&repos).expect("a JSON value always serialises")
+}
+
+/// A writer that reports the bytes each write accepted.
+struct Observed<'a, W: Write> {
+    inner: &'a mut W,
+    written: &'a mut dyn FnMut(u64),
+}
+
+impl<W: Write> Write for Observed<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        (self.written)(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }

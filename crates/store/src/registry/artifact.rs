@@ -13,7 +13,7 @@ use super::auth::repository_scope;
 use super::manifest::{self, Fetched};
 use super::pull::{download, fetch_manifest};
 use super::push::{
-    blob_exists, push_blob, put_manifest, remote_manifest_digest, MAX_MOUNT_SOURCES,
+    blob_exists, manifest_target, mount_sources, push_blob, put_manifest, remote_manifest_digest,
 };
 use super::transport::{Call, Op};
 use super::{BlobKind, BlobOutcome, Client, Event, Progress, PushReport, Reporter};
@@ -47,15 +47,6 @@ pub struct ManifestUpload {
     /// The blobs it names (config first, then layers); each must be in the store, in the
     /// registry already, or made available by the caller's `fetch_missing`.
     pub blobs: Vec<Descriptor>,
-}
-
-/// The tag or digest a reference names in manifest URLs.
-fn manifest_target(reference: &Reference) -> String {
-    match (reference.digest(), reference.tag()) {
-        (Some(d), _) => d.to_string(),
-        (None, Some(t)) => t.to_string(),
-        (None, None) => "latest".to_string(),
-    }
 }
 
 impl Client {
@@ -234,15 +225,7 @@ impl Client {
         );
         let mut op = self.op(&remote, dest, true, reporter, cancel);
         let target = manifest_target(dest);
-        let mut report = PushReport {
-            reference: dest.clone(),
-            manifest: manifest.clone(),
-            uploaded: 0,
-            bytes_uploaded: 0,
-            mounted: 0,
-            existing: 0,
-            up_to_date: false,
-        };
+        let mut report = PushReport::new(dest, &manifest);
         if remote_manifest_digest(&op, &target)? == Some(manifest.digest) {
             report.up_to_date = true;
             report.existing = upload.blobs.len();
@@ -261,13 +244,7 @@ impl Client {
             if op.cancelled() {
                 return Err(op.error("push blobs", None, "cancelled"));
             }
-            let mut from: Vec<String> = store
-                .blob_sources(&blob.digest)?
-                .into_iter()
-                .filter(|s| *s != dest_name)
-                .filter_map(|s| s.strip_prefix(&registry_prefix).map(str::to_string))
-                .collect();
-            from.truncate(MAX_MOUNT_SOURCES);
+            let from = mount_sources(store, &blob.digest, &dest_name, &registry_prefix)?;
             for repo in &from {
                 let scope = repository_scope(repo, false);
                 if !op.scopes.contains(&scope) {
@@ -296,14 +273,7 @@ impl Client {
                 }
                 other => other?,
             };
-            match &outcome {
-                BlobOutcome::Uploaded => {
-                    report.uploaded += 1;
-                    report.bytes_uploaded += blob.size;
-                }
-                BlobOutcome::Mounted { .. } => report.mounted += 1,
-                _ => report.existing += 1,
-            }
+            report.count(&outcome, blob.size);
             reporter.report(Event::BlobDone {
                 digest: blob.digest,
                 size: blob.size,

@@ -39,15 +39,11 @@ pub struct Platform {
 impl Platform {
     /// The platform this process runs on.
     pub fn host() -> Platform {
-        let (architecture, variant) = match std::env::consts::ARCH {
-            "x86_64" => ("amd64", None),
-            "aarch64" => ("arm64", Some("v8")),
-            "x86" => ("386", None),
-            "arm" => ("arm", Some("v7")),
-            "powerpc64" => ("ppc64le", None),
-            "s390x" => ("s390x", None),
-            "riscv64" => ("riscv64", None),
-            other => (other, None),
+        let architecture = crate::image::host_arch();
+        let variant = match architecture {
+            "arm64" => Some("v8"),
+            "arm" => Some("v7"),
+            _ => None,
         };
         Platform {
             os: "linux".into(),

@@ -50,6 +50,61 @@ pub struct PushReport {
     pub up_to_date: bool,
 }
 
+impl PushReport {
+    /// A report of nothing done yet.
+    pub(super) fn new(reference: &Reference, manifest: &Descriptor) -> PushReport {
+        PushReport {
+            reference: reference.clone(),
+            manifest: manifest.clone(),
+            uploaded: 0,
+            bytes_uploaded: 0,
+            mounted: 0,
+            existing: 0,
+            up_to_date: false,
+        }
+    }
+
+    /// Counts one blob of `size` bytes that ended as `outcome`.
+    pub(super) fn count(&mut self, outcome: &BlobOutcome, size: u64) {
+        match outcome {
+            BlobOutcome::Uploaded => {
+                self.uploaded += 1;
+                self.bytes_uploaded += size;
+            }
+            BlobOutcome::Mounted { .. } => self.mounted += 1,
+            _ => self.existing += 1,
+        }
+    }
+}
+
+/// The other repositories of the registry at `registry_prefix` that the store knows hold
+/// `digest` (cross-repository mount sources), at most [`MAX_MOUNT_SOURCES`].
+pub(super) fn mount_sources(
+    store: &Store,
+    digest: &Digest,
+    dest_name: &str,
+    registry_prefix: &str,
+) -> Result<Vec<String>> {
+    let mut from: Vec<String> = store
+        .blob_sources(digest)?
+        .into_iter()
+        .filter(|s| s != dest_name)
+        .filter_map(|s| s.strip_prefix(registry_prefix).map(str::to_string))
+        .collect();
+    from.truncate(MAX_MOUNT_SOURCES);
+    Ok(from)
+}
+
+/// The manifest path segment a push to `reference` uses: its digest, else its tag, else
+/// `latest`.
+pub(super) fn manifest_target(reference: &Reference) -> String {
+    match (reference.digest(), reference.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => "latest".to_string(),
+    }
+}
+
 /// Why one upload session failed.
 enum UploadError {
     /// Worth a fresh session (connection cut, 5xx, the session vanished).
@@ -87,13 +142,7 @@ impl Client {
             if !seen.insert(d.digest) {
                 continue;
             }
-            let mut from: Vec<String> = store
-                .blob_sources(&d.digest)?
-                .into_iter()
-                .filter(|s| *s != dest_name)
-                .filter_map(|s| s.strip_prefix(&registry_prefix).map(str::to_string))
-                .collect();
-            from.truncate(MAX_MOUNT_SOURCES);
+            let from = mount_sources(store, &d.digest, &dest_name, &registry_prefix)?;
             source_repos.extend(from.iter().cloned());
             blobs.push((d.clone(), kind, from));
         }
@@ -107,11 +156,7 @@ impl Client {
             reporter,
             cancel: &cancel,
         };
-        let target = match (dest.digest(), dest.tag()) {
-            (Some(d), _) => d.to_string(),
-            (None, Some(t)) => t.to_string(),
-            (None, None) => "latest".to_string(),
-        };
+        let target = manifest_target(dest);
         if let Some(d) = dest.digest() {
             if d != manifest.digest {
                 return Err(Error::DigestMismatch {
@@ -122,15 +167,7 @@ impl Client {
             }
         }
 
-        let mut report = PushReport {
-            reference: dest.clone(),
-            manifest: manifest.clone(),
-            uploaded: 0,
-            bytes_uploaded: 0,
-            mounted: 0,
-            existing: 0,
-            up_to_date: false,
-        };
+        let mut report = PushReport::new(dest, &manifest);
         // An unchanged image: the registry already has this manifest under this tag, so it
         // has every blob it references.
         if remote_manifest_digest(&op, &target)? == Some(manifest.digest) {
@@ -161,14 +198,7 @@ impl Client {
             },
         )?;
         for ((d, _, _), outcome) in blobs.iter().zip(&outcomes) {
-            match outcome {
-                BlobOutcome::Uploaded => {
-                    report.uploaded += 1;
-                    report.bytes_uploaded += d.size;
-                }
-                BlobOutcome::Mounted { .. } => report.mounted += 1,
-                _ => report.existing += 1,
-            }
+            report.count(outcome, d.size);
         }
 
         // The manifest last: the registry checks that every blob it names is there.

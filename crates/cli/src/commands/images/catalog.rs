@@ -5,24 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
+use strata_builder::analyze::{history_of, HistoryEntry};
 use strata_store::{Descriptor, Digest, Image, RefKind, Reference, Store};
 
 use crate::ui::human;
-
-/// One history entry of an image config.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryItem {
-    /// RFC 3339 creation time, as written.
-    pub created: Option<String>,
-    /// The instruction that made it.
-    pub created_by: String,
-    /// Free text (`buildkit.dockerfile.v0`).
-    pub comment: String,
-    /// Who made it.
-    pub author: String,
-    /// Whether it made no layer.
-    pub empty_layer: bool,
-}
 
 /// One image (one image ID) and everything that names it.
 #[derive(Debug, Clone)]
@@ -58,32 +44,8 @@ impl Entry {
     }
 
     /// The config's history, oldest first.
-    pub fn history(&self) -> Vec<HistoryItem> {
-        let text = |v: &serde_json::Value, k: &str| {
-            v.get(k)
-                .and_then(|x| x.as_str())
-                .unwrap_or_default()
-                .to_string()
-        };
-        self.config
-            .get("history")
-            .and_then(|h| h.as_array())
-            .map(|items| {
-                items
-                    .iter()
-                    .map(|h| HistoryItem {
-                        created: h.get("created").and_then(|c| c.as_str()).map(String::from),
-                        created_by: text(h, "created_by"),
-                        comment: text(h, "comment"),
-                        author: text(h, "author"),
-                        empty_layer: h
-                            .get("empty_layer")
-                            .and_then(|e| e.as_bool())
-                            .unwrap_or(false),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+    pub fn history(&self) -> Vec<HistoryEntry> {
+        history_of(&self.config)
     }
 
     /// Tags as Docker shows them (`busybox:latest`).
@@ -259,7 +221,7 @@ impl Catalog {
 
 /// Whether `p` is an image `c` was built on: `p` has layers, `c`'s layers start with all of
 /// `p`'s, `c`'s history starts with all of `p`'s, and `c` adds something.
-fn is_parent(p: &Entry, ph: &[HistoryItem], c: &Entry, ch: &[HistoryItem]) -> bool {
+fn is_parent(p: &Entry, ph: &[HistoryEntry], c: &Entry, ch: &[HistoryEntry]) -> bool {
     p.id() != c.id()
         && !p.image.diff_ids.is_empty()
         && c.image.diff_ids.starts_with(&p.image.diff_ids)

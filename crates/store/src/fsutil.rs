@@ -46,9 +46,24 @@ pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<
 /// Read a file, refusing anything over `max` bytes (store metadata is small; a huge file
 /// there is damage, not data).
 pub(crate) fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>> {
-    use std::io::Read;
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let mut out = Vec::new();
+    read_capped_file(file, path, max)
+}
+
+/// [`read_capped`] of an open file: one read of the size the file has (plus one to see its
+/// end), rather than reads of growing sizes.
+pub(crate) fn read_capped_file(file: File, path: &Path, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let known = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if known > max {
+        return Err(Error::content(
+            path.display().to_string(),
+            format!("larger than {max} bytes"),
+        ));
+    }
+    // Room for the whole file and a byte more, so that the read that finds the end needs no
+    // new allocation (a file that grew meanwhile is still read whole, up to the cap).
+    let mut out = Vec::with_capacity(usize::try_from(known).unwrap_or(0) + 1);
     file.take(max + 1)
         .read_to_end(&mut out)
         .map_err(|e| Error::io("read", path, e))?;

@@ -237,6 +237,12 @@ impl Store {
         let not_found = || Error::ImageNotFound {
             reference: name.to_string(),
         };
+        // The common case, a tag, is one ref read (not a listing of every tag).
+        if let Ok(reference) = Reference::parse(name) {
+            if let Some(target) = self.get_ref(RefKind::Tag, &reference.to_string())? {
+                return self.image(&target);
+            }
+        }
         let tags = self.list_refs(RefKind::Tag)?;
         let untagged = self.list_refs(RefKind::Untagged)?;
         if let Ok(reference) = Reference::parse(name) {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::descriptor::Descriptor;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::fsutil::{read_capped, sync_dir, write_atomic};
+use crate::fsutil::{read_capped, read_capped_file, sync_dir, write_atomic};
 use crate::media;
 use crate::reference::Reference;
 use crate::store::Store;
@@ -160,18 +160,38 @@ impl Store {
                 });
             }
         }
+        let mut tags_changed = false;
         for r in refs {
             let body = serde_json::to_vec(&RefFile {
                 name: r.name.clone(),
                 target: r.target.clone(),
             })
             .map_err(|e| Error::json("ref", e))?;
-            write_atomic(&self.paths.ingest, &self.ref_path(r.kind, &r.name), &body)?;
+            let path = self.ref_path(r.kind, &r.name);
+            // Setting a ref to what it holds already only dates it (re-tagging the same image,
+            // a rebuild that changed nothing): no write, no fsync, no index rewrite.
+            if read_capped(&path, MAX_REF_FILE).is_ok_and(|old| old == body) && touch_file(&path)? {
+                continue;
+            }
+            write_atomic(&self.paths.ingest, &path, &body)?;
+            tags_changed |= r.kind == RefKind::Tag;
         }
-        if refs.iter().any(|r| r.kind == RefKind::Tag) {
+        if tags_changed {
             self.write_index_locked()?;
         }
         Ok(())
+    }
+
+    /// Dates a ref now (its file's modification time, what [`Store::ref_modified`] reports)
+    /// without changing it; returns whether it exists. The build cache dates a record this
+    /// way on every hit, so `prune --keep-storage` evicts the least recently used first.
+    ///
+    /// Not synced to disk: when a ref was last used is advisory (a crash may lose the date,
+    /// never the ref). Takes no lock: a ref replaced meanwhile is new anyway, and one removed
+    /// meanwhile is reported as missing.
+    pub fn touch_ref(&self, kind: RefKind, name: &str) -> Result<bool> {
+        validate(kind, name)?;
+        touch_file(&self.ref_path(kind, name))
     }
 
     /// Remove a ref; returns whether it existed.
@@ -197,13 +217,18 @@ impl Store {
     }
 
     /// The target of a ref, if it exists.
+    ///
+    /// One read of one file, without the refs lock: a ref changes by an atomic rename, so a
+    /// reader sees the old target or the new one, never a mix.
     pub fn get_ref(&self, kind: RefKind, name: &str) -> Result<Option<Descriptor>> {
-        let _lock = self.lock_refs(false)?;
         let path = self.ref_path(kind, name);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let file = read_ref_file(&path)?;
+        let file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open", path, e)),
+        };
+        let bytes = read_capped_file(file, &path, MAX_REF_FILE)?;
+        let file = parse_ref_file(&path, &bytes)?;
         Ok((file.name == name).then_some(file.target))
     }
 
@@ -290,9 +315,40 @@ impl Store {
     }
 }
 
+/// The largest ref file read (a ref is a name and a descriptor).
+const MAX_REF_FILE: u64 = 64 << 10;
+
 fn read_ref_file(path: &std::path::Path) -> Result<RefFile> {
-    let bytes = read_capped(path, 64 << 10)?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::json(format!("ref {}", path.display()), e))
+    parse_ref_file(path, &read_capped(path, MAX_REF_FILE)?)
+}
+
+fn parse_ref_file(path: &std::path::Path, bytes: &[u8]) -> Result<RefFile> {
+    serde_json::from_slice(bytes).map_err(|e| Error::json(format!("ref {}", path.display()), e))
+}
+
+/// Sets `path`'s modification (and access) time to now, in one `utimensat`; returns whether
+/// the file exists.
+fn touch_file(path: &std::path::Path) -> Result<bool> {
+    let now = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+    };
+    match rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &now,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    ) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::NOENT) => Ok(false),
+        Err(e) => Err(Error::io("set the time of", path, e.into())),
+    }
 }
 
 #[cfg(test)]
@@ -355,6 +411,60 @@ mod tests {
         let index: serde_json::Value =
             serde_json::from_slice(&fs::read(s.root().join("index.json")).unwrap()).unwrap();
         assert_eq!(index["manifests"].as_array().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn setting_a_ref_to_its_target_again_only_dates_it_and_touch_dates_it_too() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let blob = s.write_blob(b"{}").unwrap();
+        let target = Descriptor::new(media::OCI_MANIFEST, blob.digest, blob.size);
+        let name = "docker.io/library/busybox:latest";
+        s.set_ref(RefKind::Tag, name, &target).unwrap();
+        let path = s.ref_path(RefKind::Tag, name);
+        let index = s.root().join("index.json");
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+        let backdate = |p: &std::path::Path| {
+            fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(old)
+                .unwrap()
+        };
+        backdate(&path);
+        backdate(&index);
+        let (inode, index_inode) = (
+            fs::metadata(&path).unwrap().ino(),
+            fs::metadata(&index).unwrap().ino(),
+        );
+        s.set_ref(RefKind::Tag, name, &target).unwrap();
+        // Not rewritten (same file, index untouched), but dated now.
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
+        assert_eq!(fs::metadata(&index).unwrap().ino(), index_inode);
+        assert_eq!(fs::metadata(&index).unwrap().modified().unwrap(), old);
+        let dated = s.ref_modified(RefKind::Tag, name).unwrap().unwrap();
+        assert!(dated > old);
+        // A new target is written (a new file) and mirrored into the index.
+        let other = s.write_blob(b"{\"x\":1}").unwrap();
+        let other = Descriptor::new(media::OCI_MANIFEST, other.digest, other.size);
+        s.set_ref(RefKind::Tag, name, &other).unwrap();
+        assert_ne!(fs::metadata(&path).unwrap().ino(), inode);
+        assert_eq!(s.get_ref(RefKind::Tag, name).unwrap(), Some(other.clone()));
+        assert!(fs::read_to_string(&index)
+            .unwrap()
+            .contains(&other.digest.to_string()));
+        // touch_ref dates without rewriting; a missing ref is reported as such.
+        s.set_ref(RefKind::Cache, "k1", &target).unwrap();
+        let cache = s.ref_path(RefKind::Cache, "k1");
+        backdate(&cache);
+        let inode = fs::metadata(&cache).unwrap().ino();
+        assert!(s.touch_ref(RefKind::Cache, "k1").unwrap());
+        assert_eq!(fs::metadata(&cache).unwrap().ino(), inode);
+        assert!(s.ref_modified(RefKind::Cache, "k1").unwrap().unwrap() > old);
+        assert!(!s.touch_ref(RefKind::Cache, "k2").unwrap());
+        assert!(s.touch_ref(RefKind::Cache, "").is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::blob::{BlobInfo, BlobWriter};
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, Result};
-use crate::fsutil::{create_private_dir, read_capped, write_atomic};
+use crate::fsutil::{create_private_dir, read_capped_file, write_atomic};
 use crate::lock::{lock, Lease, LockGuard, LockKind};
 
 /// The largest JSON blob (manifest, index, config, record) the store will parse.
@@ -154,10 +154,14 @@ impl Store {
     /// Read a small blob whole, verifying its digest; refuses blobs over [`MAX_JSON_BLOB`].
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
         let path = self.paths.blob(digest);
-        if !path.is_file() {
-            return Err(Error::BlobNotFound { digest: *digest });
-        }
-        let bytes = read_capped(&path, MAX_JSON_BLOB)?;
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::BlobNotFound { digest: *digest })
+            }
+            Err(e) => return Err(Error::io("open", path, e)),
+        };
+        let bytes = read_capped_file(file, &path, MAX_JSON_BLOB)?;
         let actual = Digest::of(&bytes);
         if actual != *digest {
             return Err(Error::DigestMismatch {
@@ -198,8 +202,23 @@ impl Store {
     }
 
     /// Store a small blob from memory.
+    ///
+    /// A blob the store has already is not written again (re-tagging the same image writes
+    /// nothing): its digest is known before any byte is written.
     pub fn write_blob(&self, bytes: &[u8]) -> Result<BlobInfo> {
-        let mut w = self.blob_writer()?;
+        let digest = Digest::of(bytes);
+        {
+            // Under a lease, so GC cannot be removing the blob as we find it.
+            let _lease = self.lease()?;
+            if self.has_blob(&digest) {
+                return Ok(BlobInfo {
+                    digest,
+                    size: bytes.len() as u64,
+                    existed: true,
+                });
+            }
+        }
+        let mut w = self.blob_writer_expecting(digest, Some(bytes.len() as u64))?;
         io::Write::write_all(&mut w, bytes).map_err(|e| Error::stream("write blob", e))?;
         w.commit()
     }

@@ -1427,7 +1427,7 @@ impl Build<'_> {
         });
         self.record_outcome(info, false, Some(reason));
 
-        let snap = self.engine.snapshotter();
+        let snap = self.engine.snapshotter()?;
         // A --link step starts from nothing: its layer must not depend on what is below.
         let parent = if link {
             None

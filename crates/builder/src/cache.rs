@@ -10,8 +10,9 @@
 //! changed nothing), the history entry and when the step ran, plus the [`KeyInputs`] for
 //! explanations, and the stage that made it (for `system df -v`).
 //!
-//! **Last use.** A record's ref is set again on every hit ([`touch`]), so the ref's
-//! modification time is when the record was last used: [`records`] lists them with it, for
+//! **Last use.** A record's ref is dated on every hit ([`touch`]: its file's modification
+//! time is set, nothing is rewritten), so the ref's modification time is when the record
+//! was last used: [`records`] lists them with it, for
 //! `system df -v` and `prune --keep-storage` (least recently used first).
 //!
 //! **Last builds.** To explain a miss we compare the step's inputs with those of the same
@@ -131,12 +132,11 @@ pub fn store_record(
     Ok(step)
 }
 
-/// Marks the record of `key` as used now (its ref is set again, which dates it), so that
-/// `prune --keep-storage` evicts the least recently used records first.
+/// Marks the record of `key` as used now (its ref's modification time is set, without
+/// rewriting it or syncing: last use is advisory), so that `prune --keep-storage` evicts the
+/// least recently used records first.
 pub fn touch(store: &Store, key: &CacheKey) -> Result<(), Error> {
-    if let Some(target) = store.get_ref(RefKind::Cache, &key.hex())? {
-        store.set_ref(RefKind::Cache, &key.hex(), &target)?;
-    }
+    store.touch_ref(RefKind::Cache, &key.hex())?;
     Ok(())
 }
 
@@ -622,6 +622,46 @@ mod tests {
         )
         .unwrap();
         assert_eq!(lookup(&store, &key).unwrap(), Some(stored));
+        // A hit dates the record, which orders `records` (least recently used first).
+        let other_inputs = run("RUN b", 1);
+        let other = other_inputs.key();
+        store_record(
+            &store,
+            &NewRecord {
+                key: &other,
+                layer: None,
+                chain: &[],
+                created_by: "RUN b # buildkit",
+                inputs: &other_inputs,
+                stage: "build",
+            },
+            None,
+        )
+        .unwrap();
+        let refs = store.root().join("refs").join("cache");
+        let long_ago = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        for (k, secs) in [(&key, 0), (&other, 10)] {
+            std::fs::File::options()
+                .write(true)
+                .open(refs.join(k.hex()))
+                .unwrap()
+                .set_modified(long_ago + std::time::Duration::from_secs(secs))
+                .unwrap();
+        }
+        let order = |store: &Store| -> Vec<String> {
+            records(store)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.name)
+                .collect()
+        };
+        assert_eq!(order(&store), vec![key.hex(), other.hex()]);
+        touch(&store, &key).unwrap();
+        assert_eq!(order(&store), vec![other.hex(), key.hex()]);
+        // Touching a key without a record is no error and makes none.
+        let none = run("RUN c", 1).key();
+        touch(&store, &none).unwrap();
+        assert_eq!(lookup(&store, &none).unwrap(), None);
         // The record keeps its layer and chain alive.
         let reachable = store.reachable().unwrap();
         assert!(reachable.blobs.contains(&layer.digest));

@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use strata_overlay::{Driver, LayerSource, Snapshotter, UnpackOptions};
 use strata_store::{
@@ -67,8 +68,10 @@ impl Drop for View<'_> {
     fn drop(&mut self) {
         match &self.key {
             Some(key) => {
-                let _ = self.engine.snapshotter.unmount(key);
-                let _ = self.engine.snapshotter.remove(key);
+                if let Ok(snapshotter) = self.engine.snapshotter() {
+                    let _ = snapshotter.unmount(key);
+                    let _ = snapshotter.remove(key);
+                }
             }
             None => {
                 let _ = std::fs::remove_dir(&self.path);
@@ -118,24 +121,44 @@ pub struct PruneReport {
 }
 
 /// A store and its snapshotter.
+///
+/// The snapshotter is opened on first use ([`Engine::snapshotter`]): opening it probes
+/// overlayfs (a test mount) and checks every snapshot left by a crash, which a build whose
+/// steps are all cached never needs.
 #[derive(Debug)]
 pub struct Engine {
     store: Store,
-    snapshotter: Snapshotter,
+    driver: Option<Driver>,
+    snapshotter: OnceLock<Snapshotter>,
+    opening: Mutex<()>,
 }
 
 impl Engine {
-    /// Opens (creating if needed) the store at `root` and its snapshotter with `driver`
-    /// (`None`: overlay where it works, vfs otherwise).
+    /// Opens (creating if needed) the store at `root`; its snapshotter with `driver` (`None`:
+    /// overlay where it works, vfs otherwise) is opened on first use.
     pub fn open(root: &Path, driver: Option<Driver>) -> Result<Engine, Error> {
-        let store = Store::open(root)?;
-        let snapshotter = Snapshotter::open(store.root(), driver)?;
-        Ok(Engine { store, snapshotter })
+        Ok(Engine::with_driver(Store::open(root)?, driver))
+    }
+
+    /// An open store, with its snapshotter (`driver`, as [`Engine::open`]) opened on first use.
+    pub fn with_driver(store: Store, driver: Option<Driver>) -> Engine {
+        Engine {
+            store,
+            driver,
+            snapshotter: OnceLock::new(),
+            opening: Mutex::new(()),
+        }
     }
 
     /// Pairs an open store with the snapshotter opened on the same root.
     pub fn new(store: Store, snapshotter: Snapshotter) -> Engine {
-        Engine { store, snapshotter }
+        let driver = Some(snapshotter.driver());
+        Engine {
+            store,
+            driver,
+            snapshotter: OnceLock::from(snapshotter),
+            opening: Mutex::new(()),
+        }
     }
 
     /// The store.
@@ -143,9 +166,19 @@ impl Engine {
         &self.store
     }
 
-    /// The snapshotter.
-    pub fn snapshotter(&self) -> &Snapshotter {
-        &self.snapshotter
+    /// The snapshotter, opened now if this is its first use (which fails when the driver
+    /// asked for cannot work here).
+    pub fn snapshotter(&self) -> Result<&Snapshotter, Error> {
+        if let Some(s) = self.snapshotter.get() {
+            return Ok(s);
+        }
+        // One opener at a time: a second would probe and recover again for nothing.
+        let _opening = self.opening.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = self.snapshotter.get() {
+            return Ok(s);
+        }
+        let opened = Snapshotter::open(self.store.root(), self.driver)?;
+        Ok(self.snapshotter.get_or_init(|| opened))
     }
 
     /// `<root>/builder`: the builder's own state.
@@ -173,11 +206,12 @@ impl Engine {
         };
         // Another build may be unpacking the same layers; when it wins a race our attempt
         // fails with "already exists" and the next round starts above its layer.
+        let snapshotter = self.snapshotter()?;
         let mut last_error = None;
         for _ in 0..4 {
             let present = names
                 .iter()
-                .rposition(|n| self.snapshotter.stat(n).is_ok())
+                .rposition(|n| snapshotter.stat(n).is_ok())
                 .map(|i| i + 1)
                 .unwrap_or(0);
             if present == names.len() {
@@ -199,10 +233,7 @@ impl Engine {
                 });
             }
             let base = present.checked_sub(1).map(|i| names[i].as_str());
-            match self
-                .snapshotter
-                .unpack_chain(base, sources, &UnpackOptions::default())
-            {
+            match snapshotter.unpack_chain(base, sources, &UnpackOptions::default()) {
                 Ok(_) => return Ok(Some(top)),
                 Err(strata_overlay::Error::AlreadyExists { key }) => {
                     last_error = Some(strata_overlay::Error::AlreadyExists { key });
@@ -231,14 +262,14 @@ impl Engine {
             });
         };
         let key = format!("build-view-{}", crate::build::random_hex());
-        self.snapshotter.view(&key, Some(&top))?;
+        self.snapshotter()?.view(&key, Some(&top))?;
         let mut view = View {
             engine: self,
             key: Some(key.clone()),
             path: PathBuf::new(),
         };
         // From here on, dropping the view undoes what was done.
-        view.path = self.snapshotter.mount(&key)?;
+        view.path = self.snapshotter()?.mount(&key)?;
         Ok(view)
     }
 
@@ -294,7 +325,8 @@ impl Engine {
             .iter()
             .map(Digest::hex)
             .collect();
-        let all = self.snapshotter.walk()?;
+        let snapshotter = self.snapshotter()?;
+        let all = snapshotter.walk()?;
         let parents: BTreeMap<String, Option<String>> = all
             .iter()
             .map(|i| (i.key.clone(), i.parent.clone()))
@@ -320,9 +352,9 @@ impl Engine {
             .collect();
         doomed.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         for (_, key) in doomed {
-            let size = self.snapshotter.usage(&key).map(|u| u.size).unwrap_or(0);
+            let size = snapshotter.usage(&key).map(|u| u.size).unwrap_or(0);
             if !options.dry_run {
-                match self.snapshotter.remove(&key) {
+                match snapshotter.remove(&key) {
                     Ok(()) => {}
                     // Something not ours (a container) sits on it: it stays.
                     Err(strata_overlay::Error::HasChildren { .. }) => continue,
@@ -333,7 +365,7 @@ impl Engine {
             report.snapshots.push((key, size));
         }
         if !options.dry_run {
-            self.snapshotter.empty_trash()?;
+            snapshotter.empty_trash()?;
         }
         Ok(report)
     }

@@ -570,9 +570,11 @@ struct Made<'a> {
 
 impl Drop for Made<'_> {
     fn drop(&mut self) {
-        for v in self.views.drain(..) {
-            let _ = self.engine.snapshotter().unmount(&v);
-            let _ = self.engine.snapshotter().remove(&v);
+        if let Ok(snapshotter) = self.engine.snapshotter() {
+            for v in self.views.drain(..) {
+                let _ = snapshotter.unmount(&v);
+                let _ = snapshotter.remove(&v);
+            }
         }
         // Closing the files releases the flocks.
         self.locks.clear();
@@ -756,9 +758,9 @@ fn bind_source(
                 return Ok(dest);
             };
             let key = format!("build-view-{}", crate::build::random_hex());
-            env.engine.snapshotter().view(&key, Some(&top))?;
+            env.engine.snapshotter()?.view(&key, Some(&top))?;
             made.views.push(key.clone());
-            let merged = env.engine.snapshotter().mount(&key)?;
+            let merged = env.engine.snapshotter()?.mount(&key)?;
             let root = strata_overlay::in_root::Root::open(&merged)?;
             let resolved = root
                 .resolved(Path::new(rel))

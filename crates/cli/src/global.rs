@@ -121,22 +121,13 @@ impl GlobalArgs {
 }
 
 impl GlobalArgs {
-    /// The snapshotter of the store at `root` with `--storage-driver` (creating its folders
-    /// if needed), for commands that unpack or build.
-    pub fn open_snapshotter(
-        &self,
-        root: &std::path::Path,
-    ) -> anyhow::Result<strata_overlay::Snapshotter> {
-        let snapshotter = strata_overlay::Snapshotter::open(root, self.storage_driver)
-            .with_context(|| format!("cannot open the layer folders of {}", root.display()))?;
-        log::info!("storage driver: {}", snapshotter.driver());
-        Ok(snapshotter)
-    }
-
-    /// The store and its snapshotter, opened together: what builds and prunes work on.
+    /// The store and its snapshotter: what builds and prunes work on. The snapshotter is
+    /// opened when first used (a fully cached build never needs it).
     pub fn open_engine(&self) -> anyhow::Result<strata_builder::Engine> {
         let store = self.open_store()?;
-        let snapshotter = self.open_snapshotter(store.root())?;
-        Ok(strata_builder::Engine::new(store, snapshotter))
+        Ok(strata_builder::Engine::with_driver(
+            store,
+            self.storage_driver,
+        ))
     }
 }

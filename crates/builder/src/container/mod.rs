@@ -539,7 +539,7 @@ impl<'a> Containers<'a> {
 
     /// Makes the container's snapshot when it is missing.
     fn ensure_snapshot(&self, c: &Container, image: &Image) -> Result<(), Error> {
-        let snap = self.engine.snapshotter();
+        let snap = self.engine.snapshotter()?;
         let key = snapshot_key(&c.id);
         if snap.stat(&key).is_ok() {
             return Ok(());
@@ -611,7 +611,7 @@ impl<'a> Containers<'a> {
     ) -> Result<ExitStatus, Error> {
         let image = self.image_of(c)?;
         self.ensure_snapshot(c, &image)?;
-        let snap = self.engine.snapshotter();
+        let snap = self.engine.snapshotter()?;
         let key = snapshot_key(&c.id);
         let (rootfs, ours) = match snap.mounted_at(&key)? {
             Some(path) => (path, false),
@@ -670,7 +670,7 @@ impl<'a> Containers<'a> {
             }
             None => self.kill_and_wait(&c.id)?,
         };
-        let snap = self.engine.snapshotter();
+        let snap = self.engine.snapshotter()?;
         let key = snapshot_key(&c.id);
         if snap.stat(&key).is_ok() {
             snap.remove(&key)?;
@@ -722,7 +722,7 @@ impl<'a> Containers<'a> {
     pub fn diff(&self, name: &str) -> Result<Vec<Change>, Error> {
         let c = self.get(name)?;
         let key = snapshot_key(&c.id);
-        let snap = self.engine.snapshotter();
+        let snap = self.engine.snapshotter()?;
         if snap.stat(&key).is_err() {
             return Ok(Vec::new());
         }
@@ -764,7 +764,7 @@ impl<'a> Containers<'a> {
         let store = self.engine.store();
         let _lease = store.lease()?;
         let image = self.image_of(&c)?;
-        let snap = self.engine.snapshotter();
+        let snap = self.engine.snapshotter()?;
         let key = snapshot_key(&c.id);
         let changed = snap.stat(&key).is_ok() && !snap.diff(&key)?.is_empty();
         let mut layers = image.layers.clone();
@@ -822,7 +822,10 @@ impl<'a> Containers<'a> {
     pub fn mount(&self, name: &str) -> Result<PathBuf, Error> {
         let c = self.get(name)?;
         self.ensure_snapshot(&c, &self.image_of(&c)?)?;
-        Ok(self.engine.snapshotter().mount_kept(&snapshot_key(&c.id))?)
+        Ok(self
+            .engine
+            .snapshotter()?
+            .mount_kept(&snapshot_key(&c.id))?)
     }
 
     /// Ends a [`Containers::mount`] (refused while the container runs: its runner
@@ -836,7 +839,7 @@ impl<'a> Containers<'a> {
             });
         }
         let key = snapshot_key(&c.id);
-        let snap = self.engine.snapshotter();
+        let snap = self.engine.snapshotter()?;
         if snap.stat(&key).is_ok() {
             snap.unmount(&key)?;
         }
@@ -846,7 +849,7 @@ impl<'a> Containers<'a> {
     /// Mounts a read-only view of `image` (unpacking it if needed), kept until
     /// [`Containers::unmount_image`]; returns where.
     pub fn mount_image(&self, image: &Image) -> Result<PathBuf, Error> {
-        let snap = self.engine.snapshotter();
+        let snap = self.engine.snapshotter()?;
         let key = image_mount_key(&image.id());
         if snap.stat(&key).is_err() {
             let top = self.engine.ensure_unpacked(image)?;
@@ -861,7 +864,7 @@ impl<'a> Containers<'a> {
     /// Ends [`Containers::mount_image`] of the image with this ID; false when it was not
     /// mounted.
     pub fn unmount_image(&self, image_id: &Digest) -> Result<bool, Error> {
-        let snap = self.engine.snapshotter();
+        let snap = self.engine.snapshotter()?;
         let key = image_mount_key(image_id);
         if snap.stat(&key).is_err() {
             return Ok(false);
@@ -876,7 +879,7 @@ impl<'a> Containers<'a> {
     pub fn export(&self, name: &str, out: &mut dyn Write) -> Result<TarStats, Error> {
         let c = self.get(name)?;
         self.ensure_snapshot(&c, &self.image_of(&c)?)?;
-        let snap = self.engine.snapshotter();
+        let snap = self.engine.snapshotter()?;
         let key = snapshot_key(&c.id);
         let (merged, ours) = match snap.mounted_at(&key)? {
             Some(path) => (path, false),
@@ -896,7 +899,11 @@ impl<'a> Containers<'a> {
 
     /// Disk use of container `id`'s writable layer (`None` when it has none).
     pub fn usage(&self, id: &str) -> Option<Usage> {
-        self.engine.snapshotter().usage(&snapshot_key(id)).ok()
+        self.engine
+            .snapshotter()
+            .ok()?
+            .usage(&snapshot_key(id))
+            .ok()
     }
 }
 

@@ -283,7 +283,7 @@ fn unpacked_prefix(engine: &Engine, layers: &[LayerRef]) -> usize {
     let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id).collect();
     chain_ids(&diff_ids)
         .iter()
-        .rposition(|c| engine.snapshotter().stat(&c.hex()).is_ok())
+        .rposition(|c| engine.snapshotter().is_ok_and(|s| s.stat(&c.hex()).is_ok()))
         .map_or(0, |i| i + 1)
 }
 

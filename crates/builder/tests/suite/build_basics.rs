@@ -76,7 +76,7 @@ fn seed_example_builds_shares_its_base_and_rebuilds_from_cache() {
     assert_eq!(h[3].empty_layer(), Some(true));
 
     // urm and sso stack on the very same lower folders of the base.
-    let snap = e.snapshotter();
+    let snap = e.snapshotter().unwrap();
     let top = |i: &strata_store::Image| strata_builder::engine::chain_name(&i.diff_ids).unwrap();
     let urm_gd = snap.graph_driver_data(&top(&urm.image)).unwrap();
     let sso_gd = snap.graph_driver_data(&top(&sso.image)).unwrap();
@@ -417,7 +417,7 @@ fn overlay_and_vfs_build_the_same_image() {
     let mut ids = Vec::new();
     for driver in [strata_overlay::Driver::Overlay, strata_overlay::Driver::Vfs] {
         let ts = TestStore::with_driver(Some(driver));
-        assert_eq!(ts.engine.snapshotter().driver(), driver);
+        assert_eq!(ts.engine.snapshotter().unwrap().driver(), driver);
         let ctx = context(&[]);
         let (r, _) = build_with(&ts.engine, df, ctx.path(), |o| {
             o.source_date_epoch = Some(1_700_000_000)

@@ -237,7 +237,7 @@ pub fn build_ok(
 pub fn read_file(engine: &Engine, image: &Image, path: &str) -> Option<Vec<u8>> {
     let top = engine.ensure_unpacked(image).unwrap()?;
     let key = format!("test-view-{}", strata_builder::random_hex());
-    let snap = engine.snapshotter();
+    let snap = engine.snapshotter().unwrap();
     snap.view(&key, Some(&top)).unwrap();
     let merged = snap.mount(&key).unwrap();
     let out = std::fs::read(merged.join(path.trim_start_matches('/'))).ok();
@@ -285,6 +285,7 @@ pub fn history(engine: &Engine, image: &Image) -> Vec<(String, bool, Option<u64>
 pub fn snapshots(engine: &Engine) -> Vec<String> {
     engine
         .snapshotter()
+        .unwrap()
         .walk()
         .unwrap()
         .into_iter()

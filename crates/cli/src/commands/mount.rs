@@ -58,7 +58,7 @@ fn mounted_image_id(engine: &Engine, prefix: &str) -> anyhow::Result<Option<Dige
         return Ok(None);
     }
     let mut found = Vec::new();
-    for info in engine.snapshotter().walk()? {
+    for info in engine.snapshotter()?.walk()? {
         if let Some(id) = info.key.strip_prefix("image-mount-") {
             if id.starts_with(hex) {
                 found.push(Digest::from_hex(id)?);

@@ -387,11 +387,14 @@ impl Engine {
             let patterns = ignore.map(|i| i.patterns).unwrap_or_default();
             let matcher = PatternMatcher::new(&patterns)?;
             let filtered = !patterns.is_empty();
-            let mut index = ContextIndex::walk(&opts.context, filtered.then_some(&matcher))?;
-            index.set_hash_cache(Arc::new(HashCache::open(
-                &self.builder_dir(),
-                &opts.context,
-            )));
+            // The memo loads (and checks its sum) while the context is walked.
+            let builder_dir = self.builder_dir();
+            let (index, memo) = rayon::join(
+                || ContextIndex::walk(&opts.context, filtered.then_some(&matcher)),
+                || HashCache::open(&builder_dir, &opts.context),
+            );
+            let mut index = index?;
+            index.set_hash_cache(Arc::new(memo));
             (Some(index), filtered)
         } else {
             (None, false)

@@ -214,6 +214,9 @@ fn entry_from(path: &str, meta: &std::fs::Metadata, link: Option<String>) -> Ent
     }
 }
 
+/// Directories with at least this many entries are `lstat`ed in parallel.
+const PARALLEL_STAT: usize = 64;
+
 struct Walker<'a> {
     ignore: Option<&'a PatternMatcher>,
     /// Excluded directories being walked because an exception may include something below
@@ -235,17 +238,23 @@ impl Walker<'_> {
             names.push((name.to_string(), item));
         }
         names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (name, item) in names {
+        // `lstat` relative to the open directory (no walk of the whole path per file), on
+        // the current rayon pool when the directory is large enough to be worth it: a
+        // cached build of a large context is mostly these calls.
+        let metas: Vec<std::io::Result<std::fs::Metadata>> = if names.len() >= PARALLEL_STAT {
+            use rayon::prelude::*;
+            names.par_iter().map(|(_, item)| item.metadata()).collect()
+        } else {
+            names.iter().map(|(_, item)| item.metadata()).collect()
+        };
+        for ((name, _), meta) in names.into_iter().zip(metas) {
             let child_abs = abs.join(&name);
             let child_rel = if rel.is_empty() {
                 name
             } else {
                 format!("{rel}/{name}")
             };
-            // `lstat` relative to the open directory (no walk of the whole path per file).
-            let meta = item
-                .metadata()
-                .map_err(|e| Error::io("stat", &child_abs, e))?;
+            let meta = meta.map_err(|e| Error::io("stat", &child_abs, e))?;
             let link = if meta.file_type().is_symlink() {
                 let target = std::fs::read_link(&child_abs)
                     .map_err(|e| Error::io("read link", &child_abs, e))?;

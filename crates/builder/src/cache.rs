@@ -88,10 +88,7 @@ pub fn lookup(store: &Store, key: &CacheKey) -> Result<Option<StepRecord>, Error
     let Some(target) = store.get_ref(RefKind::Cache, &key.hex())? else {
         return Ok(None);
     };
-    let Ok(record) = store.read_record(&target.digest) else {
-        return Ok(None);
-    };
-    let Ok(step) = serde_json::from_value::<StepRecord>(record.data) else {
+    let Ok(step) = store.read_record_data::<StepRecord>(&target.digest) else {
         return Ok(None);
     };
     if step.kind != RECORD_KIND || step.key != *key {

@@ -48,6 +48,20 @@ impl Store {
         let bytes = self.read_blob(digest)?;
         serde_json::from_slice(&bytes).map_err(|e| Error::json(format!("record {digest}"), e))
     }
+
+    /// Read only a record's payload (verified), as `T`: what a reader that does not need the
+    /// references and the chain wants (a build-cache hit). The chain of a deep stack's
+    /// record is long; skipping it saves decoding every digest in it on every lookup.
+    pub fn read_record_data<T: serde::de::DeserializeOwned>(&self, digest: &Digest) -> Result<T> {
+        #[derive(Deserialize)]
+        struct DataOnly<T> {
+            data: T,
+        }
+        let bytes = self.read_blob(digest)?;
+        serde_json::from_slice::<DataOnly<T>>(&bytes)
+            .map(|r| r.data)
+            .map_err(|e| Error::json(format!("record {digest}"), e))
+    }
 }
 
 #[cfg(test)]
@@ -66,6 +80,21 @@ mod tests {
         };
         let d = s.write_record(&rec).unwrap();
         assert_eq!(s.read_record(&d.digest).unwrap(), rec);
+        assert_eq!(
+            s.read_record_data::<serde_json::Value>(&d.digest).unwrap(),
+            rec.data
+        );
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct Step {
+            step: String,
+        }
+        assert_eq!(
+            s.read_record_data::<Step>(&d.digest).unwrap(),
+            Step {
+                step: "RUN true".into()
+            }
+        );
+        assert!(s.read_record_data::<u32>(&d.digest).is_err());
         let dangling = Record {
             references: vec![Descriptor::new("x", Digest::of(b"nope"), 1)],
             ..Record::default()

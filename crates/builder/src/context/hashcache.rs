@@ -31,7 +31,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use sha2::{Digest as _, Sha256};
 
@@ -122,15 +122,20 @@ pub struct CachedFile {
 #[derive(Debug)]
 pub struct HashCache {
     path: PathBuf,
-    entries: Mutex<HashMap<String, CachedFile>>,
+    /// Read by every file of a cached `COPY` in parallel, written only on a miss.
+    entries: RwLock<HashMap<String, CachedFile>>,
     dirty: AtomicBool,
     hits: AtomicU64,
     /// Entries whose timestamps are not older than this are not remembered.
     settle_limit: (i64, i64),
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
 }
 
 impl HashCache {
@@ -161,7 +166,7 @@ impl HashCache {
             .unwrap_or_default();
         HashCache {
             path,
-            entries: Mutex::new(entries),
+            entries: RwLock::new(entries),
             dirty: AtomicBool::new(false),
             hits: AtomicU64::new(0),
             settle_limit: (now.as_secs() as i64, i64::from(now.subsec_nanos())),
@@ -175,7 +180,7 @@ impl HashCache {
 
     /// Number of remembered paths.
     pub fn len(&self) -> usize {
-        lock(&self.entries).len()
+        read(&self.entries).len()
     }
 
     /// Whether nothing is remembered.
@@ -185,14 +190,14 @@ impl HashCache {
 
     /// The extended attributes remembered for `path` if its identity is still `id`.
     pub fn xattrs(&self, path: &str, id: &StatId) -> Option<Vec<(String, Vec<u8>)>> {
-        let entries = lock(&self.entries);
+        let entries = read(&self.entries);
         let f = entries.get(path)?;
         (f.id == *id).then(|| f.xattrs.clone())
     }
 
     /// The digest remembered for `path` at identity `id` under header digest `header`.
     pub fn digest(&self, path: &str, id: &StatId, header: &[u8; 32]) -> Option<[u8; 32]> {
-        let entries = lock(&self.entries);
+        let entries = read(&self.entries);
         let f = entries.get(path)?;
         if f.id != *id {
             return None;
@@ -223,7 +228,7 @@ impl HashCache {
         if !id.settled_before(self.settle_limit) {
             return;
         }
-        let mut entries = lock(&self.entries);
+        let mut entries = write(&self.entries);
         let slot = entries
             .entry(path.to_string())
             .or_insert_with(|| CachedFile {
@@ -254,7 +259,7 @@ impl HashCache {
             return false;
         }
         let bytes = {
-            let mut entries = lock(&self.entries);
+            let mut entries = write(&self.entries);
             entries.retain(|p, _| keep(p));
             encode(&entries)
         };
@@ -487,7 +492,7 @@ mod tests {
         for h in 0..10u8 {
             cache.insert("f", old_id(1), Vec::new(), [h; 32], [h; 32]);
         }
-        let entries = lock(&cache.entries);
+        let entries = read(&cache.entries);
         assert_eq!(entries["f"].digests.len(), MAX_VARIANTS);
         assert_eq!(entries["f"].digests[0], ([9; 32], [9; 32]));
     }

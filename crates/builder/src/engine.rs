@@ -1,4 +1,4 @@
-//! The engine: one store and its snapshotter, opened together.
+//! The engine: one store and its snapshotter (opened when first needed).
 //!
 //! The store keeps content (blobs, refs, images); the snapshotter keeps unpacked layers as
 //! overlay2 folders under `<root>/overlay` (or `<root>/vfs`). They meet here: committed

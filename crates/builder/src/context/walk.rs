@@ -248,19 +248,20 @@ impl Walker<'_> {
             names.iter().map(|(_, item)| item.metadata()).collect()
         };
         for ((name, _), meta) in names.into_iter().zip(metas) {
-            let child_abs = abs.join(&name);
+            // Only links, directories and errors need the full path (not every file).
+            let child_abs = || abs.join(&name);
             let child_rel = if rel.is_empty() {
-                name
+                name.clone()
             } else {
                 format!("{rel}/{name}")
             };
-            let meta = meta.map_err(|e| Error::io("stat", &child_abs, e))?;
+            let meta = meta.map_err(|e| Error::io("stat", child_abs(), e))?;
             let link = if meta.file_type().is_symlink() {
-                let target = std::fs::read_link(&child_abs)
-                    .map_err(|e| Error::io("read link", &child_abs, e))?;
+                let target = std::fs::read_link(child_abs())
+                    .map_err(|e| Error::io("read link", child_abs(), e))?;
                 match target.into_os_string().into_string() {
                     Ok(t) => Some(t),
-                    Err(_) => return Err(Error::NonUtf8Path { path: child_abs }),
+                    Err(_) => return Err(Error::NonUtf8Path { path: child_abs() }),
                 }
             } else {
                 None
@@ -276,7 +277,7 @@ impl Walker<'_> {
                 let ignore = self.ignore.filter(|m| is_dir && !m.can_prune(&child_rel));
                 if ignore.is_some() {
                     self.pending.push((entry, stat, false));
-                    self.dir(&child_abs, &child_rel, &matches)?;
+                    self.dir(&child_abs(), &child_rel, &matches)?;
                     self.pending.pop();
                 }
                 continue;
@@ -291,7 +292,7 @@ impl Walker<'_> {
             self.out.push(entry);
             self.stats.push(stat);
             if is_dir {
-                self.dir(&child_abs, &child_rel, &matches)?;
+                self.dir(&child_abs(), &child_rel, &matches)?;
             }
         }
         Ok(())

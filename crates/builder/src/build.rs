@@ -2,8 +2,8 @@
 //!
 //! [`Engine::build`] parses the Dockerfile, reports its lint findings (fatal only under
 //! `# check=error=true`, as in BuildKit), plans the stages the target needs (see
-//! [`crate::plan`]), and builds them: each stage on its own task of the current rayon pool, a
-//! stage starting as soon as the stages it needs are done, so independent stages run at the
+//! [`crate::plan`]), and builds them: each stage on its own thread (CPU-parallel work inside
+//! goes to rayon's pool), a stage starting as soon as the stages it needs are done, so independent stages run at the
 //! same time and a stage used by several is built once. Inside a stage the instructions run
 //! in order:
 //!
@@ -281,7 +281,8 @@ struct Build<'a> {
 impl Engine {
     /// Builds `opts.dockerfile` in `opts.context`, reporting progress to `reporter`.
     ///
-    /// Stages run in parallel on the current rayon pool (the caller sizes it: `--jobs`).
+    /// Stages run in parallel, each on its own thread; their CPU-parallel work (hashing,
+    /// copying, unpacking) runs on rayon's global pool (the caller sizes it: `--jobs`).
     /// When a step fails, `cancel` is cancelled so that steps running in parallel stages stop
     /// too; Ctrl-C handlers cancel it from outside. Nothing is tagged unless the whole build
     /// succeeds.
@@ -525,8 +526,14 @@ fn uses_context(i: &Instruction) -> bool {
 }
 
 impl Build<'_> {
-    /// Builds the planned stages, each on a task of the current rayon pool as soon as the
-    /// stages it needs are done.
+    /// Builds the planned stages, each on its own thread as soon as the stages it needs are
+    /// done.
+    ///
+    /// A stage spends most of its time waiting for processes (RUN) and disks, so stages do
+    /// not take turns on the rayon pool's threads: with one worker per core, a third ready
+    /// stage would wait until one of the first two finished, and the build would take the
+    /// sum of two stages instead of their CPU time shared over the cores. Their CPU-parallel
+    /// work (hashing, copying, unpacking) still goes to rayon's pool.
     fn run_stages(&self) -> Result<(), Error> {
         let pending: Mutex<BTreeMap<usize, usize>> = Mutex::new(
             self.plan
@@ -536,7 +543,7 @@ impl Build<'_> {
                 .collect(),
         );
         let failure: Mutex<Option<Error>> = Mutex::new(None);
-        rayon::scope(|s| {
+        std::thread::scope(|s| {
             let ready: Vec<usize> = lock(&pending)
                 .iter()
                 .filter(|(_, n)| **n == 0)
@@ -552,14 +559,14 @@ impl Build<'_> {
         }
     }
 
-    fn spawn_stage<'s>(
+    fn spawn_stage<'s, 'e>(
         &'s self,
-        s: &rayon::Scope<'s>,
+        s: &'s std::thread::Scope<'s, 'e>,
         index: usize,
         pending: &'s Mutex<BTreeMap<usize, usize>>,
         failure: &'s Mutex<Option<Error>>,
     ) {
-        s.spawn(move |s| {
+        let body = move || {
             if lock(failure).is_some() {
                 return;
             }
@@ -584,21 +591,37 @@ impl Build<'_> {
                         self.spawn_stage(s, d, pending, failure);
                     }
                 }
-                Err(e) => {
-                    let mut slot = lock(failure);
-                    let replace = match &*slot {
-                        None => true,
-                        Some(old) => is_cancel(old) && !is_cancel(&e),
-                    };
-                    if replace {
-                        *slot = Some(e);
-                    }
-                    drop(slot);
-                    // Stop the steps running in other stages.
-                    self.cancel.cancel();
-                }
+                Err(e) => self.fail(failure, e),
             }
-        });
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("strata-stage-{index}"))
+            .spawn_scoped(s, body);
+        if let Err(e) = spawned {
+            self.fail(
+                failure,
+                Error::io(
+                    "start a thread for",
+                    Path::new(&format!("stage {index}")),
+                    e,
+                ),
+            );
+        }
+    }
+
+    /// Keeps the first real failure (a cancellation caused by it is not the story) and stops
+    /// the steps running in other stages.
+    fn fail(&self, failure: &Mutex<Option<Error>>, e: Error) {
+        let mut slot = lock(failure);
+        let replace = match &*slot {
+            None => true,
+            Some(old) => is_cancel(old) && !is_cancel(&e),
+        };
+        if replace {
+            *slot = Some(e);
+        }
+        drop(slot);
+        self.cancel.cancel();
     }
 
     fn stage_info(&self, sp: &StagePlan, id: StepId, k: usize, text: String) -> StepInfo {

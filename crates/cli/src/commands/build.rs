@@ -2,8 +2,8 @@
 //!
 //! The command reads the Dockerfile (`-f`, default `CONTEXT/Dockerfile`; `-` for standard
 //! input) and the context (a folder; `-` reads either a Dockerfile or a tar of the context
-//! from standard input), builds on a thread pool of `--jobs` threads (default: the number of
-//! cores) with Ctrl-C cancelling the running steps, renders progress on standard error, and
+//! from standard input), builds (independent stages at the same time, CPU-parallel work on
+//! `--jobs` threads, default: the number of cores) with Ctrl-C cancelling the running steps, renders progress on standard error, and
 //! at the end writes `--iidfile` and `--output` archives. `-q` prints only the image ID.
 
 use std::io::{IsTerminal, Read};
@@ -80,7 +80,8 @@ pub struct BuildArgs {
     #[arg(short, long)]
     quiet: bool,
 
-    /// Stages built at the same time at most (default: the number of cores).
+    /// Threads for CPU-parallel work: hashing, copying, unpacking (default: the number of
+    /// cores). Independent stages always run at the same time, each on its own thread.
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
 
@@ -391,14 +392,16 @@ pub fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     if jobs == 0 {
         bail!(Failure::usage("--jobs must be at least 1"));
     }
-    let pool = rayon::ThreadPoolBuilder::new()
+    // Stages run on threads of their own; their CPU-parallel work goes to rayon's global
+    // pool, sized here (a binary may build it; the libraries only use it).
+    rayon::ThreadPoolBuilder::new()
         .num_threads(jobs)
         .thread_name(|i| format!("strata-build-{i}"))
-        .build()
+        .build_global()
         .context("starting the build threads")?;
     let engine = global.open_engine()?;
     let cancel = install_cancel_handler()?;
-    let result = pool.install(|| engine.build(&opts, reporter.as_ref(), &cancel));
+    let result = engine.build(&opts, reporter.as_ref(), &cancel);
     let result = match result {
         Ok(r) => r,
         Err(e) => {

@@ -56,8 +56,9 @@ pub struct PeersBenchArgs {
     /// Repetitions of every measurement (the median is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Run only these scenarios (`seed`, `3-stage`, `copy-20k`, `100-run`, `save-load`).
-    #[arg(long = "scenario", value_name = "NAME")]
+    /// Run only these scenarios (`seed`, `3-stage`, `copy-20k`, `100-run`, `save-load`;
+    /// repeatable; `--only` is the same).
+    #[arg(long = "scenario", visible_alias = "only", value_name = "NAME")]
     only: Vec<String>,
     /// Leave BuildKit out (reported as missing).
     #[arg(long)]

@@ -163,6 +163,10 @@ pub struct BuildOptions {
     pub cache_from: Vec<CacheImport>,
     /// `--cache-to`: where to write this build's records once it succeeded.
     pub cache_to: Vec<CacheExport>,
+    /// Stages built at the same time at most (`--jobs`); `None`: every stage whose
+    /// dependencies are done. Stages mostly wait for processes and disks, so more stages than
+    /// cores still overlap well; `Some(1)` builds one stage after the other.
+    pub max_stages: Option<usize>,
 }
 
 impl BuildOptions {
@@ -186,6 +190,7 @@ impl BuildOptions {
             registry: strata_store::registry::ClientOptions::default(),
             cache_from: Vec::new(),
             cache_to: Vec::new(),
+            max_stages: None,
         }
     }
 }
@@ -492,6 +497,46 @@ impl Engine {
 }
 
 /// Locks a mutex, shrugging off poisoning (a panicking stage task must not wedge the rest).
+/// A counting semaphore: how many stages may build at the same time.
+struct Slots {
+    free: Mutex<Option<usize>>,
+    freed: std::sync::Condvar,
+}
+
+/// A taken slot, given back when dropped.
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    /// `None`: no limit.
+    fn new(max: Option<usize>) -> Slots {
+        Slots {
+            free: Mutex::new(max.map(|m| m.max(1))),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Waits for a free slot and takes it.
+    fn take(&self) -> Slot<'_> {
+        let mut free = lock(&self.free);
+        while *free == Some(0) {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        if let Some(n) = free.as_mut() {
+            *n -= 1;
+        }
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = lock(&self.0.free).as_mut() {
+            *n += 1;
+        }
+        self.0.freed.notify_one();
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -543,6 +588,7 @@ impl Build<'_> {
                 .collect(),
         );
         let failure: Mutex<Option<Error>> = Mutex::new(None);
+        let slots = Slots::new(self.opts.max_stages);
         std::thread::scope(|s| {
             let ready: Vec<usize> = lock(&pending)
                 .iter()
@@ -550,7 +596,7 @@ impl Build<'_> {
                 .map(|(i, _)| *i)
                 .collect();
             for i in ready {
-                self.spawn_stage(s, i, &pending, &failure);
+                self.spawn_stage(s, i, &pending, &failure, &slots);
             }
         });
         match failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
@@ -565,12 +611,16 @@ impl Build<'_> {
         index: usize,
         pending: &'s Mutex<BTreeMap<usize, usize>>,
         failure: &'s Mutex<Option<Error>>,
+        slots: &'s Slots,
     ) {
         let body = move || {
+            let slot = slots.take();
             if lock(failure).is_some() {
                 return;
             }
-            match self.run_stage(index) {
+            let outcome = self.run_stage(index);
+            drop(slot);
+            match outcome {
                 Ok(state) => {
                     lock(&self.results)[index] = Some(Arc::new(state));
                     let ready: Vec<usize> = {
@@ -588,7 +638,7 @@ impl Build<'_> {
                             .collect()
                     };
                     for d in ready {
-                        self.spawn_stage(s, d, pending, failure);
+                        self.spawn_stage(s, d, pending, failure, slots);
                     }
                 }
                 Err(e) => self.fail(failure, e),

@@ -2,8 +2,8 @@
 //!
 //! The command reads the Dockerfile (`-f`, default `CONTEXT/Dockerfile`; `-` for standard
 //! input) and the context (a folder; `-` reads either a Dockerfile or a tar of the context
-//! from standard input), builds (independent stages at the same time, CPU-parallel work on
-//! `--jobs` threads, default: the number of cores) with Ctrl-C cancelling the running steps, renders progress on standard error, and
+//! from standard input), builds (independent stages at the same time, at most `--jobs`;
+//! CPU-parallel work on `--jobs` threads, default: the number of cores) with Ctrl-C cancelling the running steps, renders progress on standard error, and
 //! at the end writes `--iidfile` and `--output` archives. `-q` prints only the image ID.
 
 use std::io::{IsTerminal, Read};
@@ -80,8 +80,9 @@ pub struct BuildArgs {
     #[arg(short, long)]
     quiet: bool,
 
-    /// Threads for CPU-parallel work: hashing, copying, unpacking (default: the number of
-    /// cores). Independent stages always run at the same time, each on its own thread.
+    /// Stages built at the same time at most, and threads for CPU-parallel work (hashing,
+    /// copying). Default: every independent stage at once (they mostly wait for processes
+    /// and disks), CPU work on one thread per core.
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
 
@@ -386,6 +387,7 @@ pub fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     };
     let out = render::stderr();
     let (reporter, mode) = render::reporter(mode, out.clone(), std::io::stderr().is_terminal());
+    opts.max_stages = args.jobs;
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -395,12 +395,12 @@ pub fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         bail!(Failure::usage("--jobs must be at least 1"));
     }
     // Stages run on threads of their own; their CPU-parallel work goes to rayon's global
-    // pool, sized here (a binary may build it; the libraries only use it).
-    rayon::ThreadPoolBuilder::new()
+    // pool, sized here (a binary may build it; the libraries only use it). It can only be
+    // built once per process: a second build in the same process keeps the first pool.
+    let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs)
         .thread_name(|i| format!("strata-build-{i}"))
-        .build_global()
-        .context("starting the build threads")?;
+        .build_global();
     let engine = global.open_engine()?;
     let cancel = install_cancel_handler()?;
     let result = engine.build(&opts, reporter.as_ref(), &cancel);

@@ -11,7 +11,11 @@
 //! 1. `seed`: `layer-base:v1`, then `layer-urm:v1` and `layer-sso:v1` on it (one timed
 //!    measurement is the three builds); the change edits urm's Dockerfile (its RUN text);
 //! 2. `3-stage`: three independent stages that each write 50 MB and 5,000 files, a final
-//!    stage that copies from each and then `COPY stamp`; the change rewrites `stamp`;
+//!    stage that copies from each and then `COPY stamp`; the change rewrites `stamp`. Then
+//!    the parallel efficiency: from the base only, each stage alone (`--target`), then the
+//!    full build with the stages cached (the final stage alone); efficiency = ideal /
+//!    actual with ideal = max(slowest stage, sum of the stages / cores) and actual = cold
+//!    build - final stage;
 //! 3. `copy-20k`: `COPY . /app` of 20,000 files / 200 MB; the change rewrites one file;
 //! 4. `100-run`: 100 RUNs with `COPY stamp` after the 50th; the change rewrites `stamp`;
 //! 5. `save-load`: `save` of urm and sso (sharing layer-base) into one archive, `load` of it
@@ -52,8 +56,9 @@ pub struct PeersBenchArgs {
     /// Repetitions of every measurement (the median is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Run only these scenarios (`seed`, `3-stage`, `copy-20k`, `100-run`, `save-load`).
-    #[arg(long = "scenario", value_name = "NAME")]
+    /// Run only these scenarios (`seed`, `3-stage`, `copy-20k`, `100-run`, `save-load`;
+    /// repeatable; `--only` is the same).
+    #[arg(long = "scenario", visible_alias = "only", value_name = "NAME")]
     only: Vec<String>,
     /// Leave BuildKit out (reported as missing).
     #[arg(long)]
@@ -304,6 +309,8 @@ fn write_files(dir: &Path, n: usize, size: usize) -> anyhow::Result<()> {
 struct BuildSpec {
     ctx: PathBuf,
     tag: String,
+    /// `--target`: build only up to this stage.
+    target: Option<String>,
 }
 
 /// One scenario: its builds (in order), what "one file changed" does, its phases.
@@ -352,6 +359,7 @@ fn scenarios(work: &Path, only: &[String]) -> anyhow::Result<Vec<Scenario>> {
             builds.push(BuildSpec {
                 ctx,
                 tag: tag.into(),
+                target: None,
             });
         }
         let urm = builds[1].ctx.join("Dockerfile");
@@ -394,6 +402,7 @@ fn scenarios(work: &Path, only: &[String]) -> anyhow::Result<Vec<Scenario>> {
             builds: vec![BuildSpec {
                 ctx,
                 tag: "bench-3-stage:1".into(),
+                target: None,
             }],
             change: Box::new(move |round| Ok(fs::write(&stamp, format!("{round}\n"))?)),
         });
@@ -411,6 +420,7 @@ fn scenarios(work: &Path, only: &[String]) -> anyhow::Result<Vec<Scenario>> {
             builds: vec![BuildSpec {
                 ctx,
                 tag: "bench-copy-20k:1".into(),
+                target: None,
             }],
             change: Box::new(move |round| {
                 Ok(fs::write(
@@ -428,6 +438,7 @@ fn scenarios(work: &Path, only: &[String]) -> anyhow::Result<Vec<Scenario>> {
             builds: vec![BuildSpec {
                 ctx,
                 tag: "bench-100-run:1".into(),
+                target: None,
             }],
             change: Box::new(move |round| Ok(fs::write(&stamp, format!("{round}\n"))?)),
         });
@@ -561,13 +572,15 @@ impl Env {
         match tool {
             Tool::Strata => {
                 let mut c = self.strata(&self.strata_root(scenario, run));
-                c.args(["build", "-q", "-t", &b.tag]).arg(&b.ctx);
+                c.args(["build", "-q", "-t", &b.tag]);
+                c.args(target_args(b)).arg(&b.ctx);
                 c
             }
             Tool::BuildKit => {
                 let d = self.dockerd.as_ref().map(docker);
                 let mut c = d.unwrap_or_else(|| Command::new("false"));
                 c.args(["build", "-q", "--network", "host", "-t", &b.tag])
+                    .args(target_args(b))
                     .arg(&b.ctx);
                 c
             }
@@ -584,6 +597,7 @@ impl Env {
                     "-t",
                     &b.tag,
                 ])
+                .args(target_args(b))
                 .arg(&b.ctx);
                 c
             }
@@ -652,6 +666,90 @@ fn build_scenario(
             .push(s);
     }
     Ok(())
+}
+
+/// `--target` arguments of a build (none without a target).
+fn target_args(b: &BuildSpec) -> Vec<String> {
+    b.target
+        .iter()
+        .flat_map(|t| ["--target".to_string(), t.clone()])
+        .collect()
+}
+
+/// The stages of `3-stage`, each built alone in the parallel-efficiency measurement.
+const STAGES: [&str; 3] = ["one", "two", "three"];
+
+/// The phase holding the time of `stage` built alone, cold.
+fn stage_phase(stage: &str) -> String {
+    format!("stage {stage} alone")
+}
+
+/// The phase holding the time of the final stage alone (its three stages cached).
+const FINAL_PHASE: &str = "final stage (stages cached)";
+
+/// Parallel efficiency of `3-stage`: from the base only, each stage alone, cold
+/// (`--target one`, then `two`, then `three`: the stages share nothing but the base, so each
+/// build is cold for its own stage), then the full build with the three stages cached: the
+/// final stage's own time.
+fn stage_efficiency(
+    env: &Env,
+    tool: Tool,
+    sc: &Scenario,
+    run: usize,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    // A store of its own: deleting the cold build's store right before would slow the
+    // file creation measured here (ext4 here skips recently freed inodes one by one).
+    let key = stages_key(sc.name);
+    env.reset(tool, &key, run)?;
+    let full = sc.builds.first().context("3-stage has no build")?;
+    let phases = results.entry(sc.name.to_string()).or_default();
+    for stage in STAGES {
+        let alone = BuildSpec {
+            target: Some(stage.to_string()),
+            tag: format!("bench-3-stage-{stage}:1"),
+            ..full.clone()
+        };
+        let s = measure(
+            &mut env.build_cmd(tool, &key, run, &alone),
+            env.daemon(tool),
+        )?;
+        phases
+            .entry(stage_phase(stage))
+            .or_default()
+            .entry(tool)
+            .or_default()
+            .push(s);
+    }
+    let last = measure(&mut env.build_cmd(tool, &key, run, full), env.daemon(tool))?;
+    phases
+        .entry(FINAL_PHASE.to_string())
+        .or_default()
+        .entry(tool)
+        .or_default()
+        .push(last);
+    Ok(())
+}
+
+/// The storage key (strata store, buildah root) of the stages-alone measurement.
+fn stages_key(scenario: &str) -> String {
+    format!("{scenario}-stages")
+}
+
+/// Parallel efficiency from medians (seconds): `ideal / actual`, where ideal = max(slowest
+/// stage alone, sum of the stages alone / cores) and actual = cold build - final stage.
+/// `None` when a figure is missing or the actual time is not positive.
+fn efficiency(alone: &[f64], cold: f64, last: f64, cores: usize) -> Option<(f64, f64, f64)> {
+    if alone.is_empty() || alone.iter().any(|t| !t.is_finite()) || cores == 0 {
+        return None;
+    }
+    let slowest = alone.iter().copied().fold(0.0, f64::max);
+    let ideal = slowest.max(alone.iter().sum::<f64>() / cores as f64);
+    let actual = cold - last;
+    if !actual.is_finite() || actual <= 0.0 {
+        return None;
+    }
+    Some((ideal, actual, ideal / actual))
 }
 
 /// save / load into empty / load with base, for strata and BuildKit; returns the archive
@@ -923,7 +1021,13 @@ pub fn run(args: &PeersBenchArgs) -> anyhow::Result<()> {
                             .map(|size| archive.entry(tool).or_default().push(size))
                     }
                 } else {
-                    build_scenario(&env, tool, sc, run, &mut results, &mut disk)
+                    build_scenario(&env, tool, sc, run, &mut results, &mut disk).and_then(|()| {
+                        if sc.name == "3-stage" {
+                            stage_efficiency(&env, tool, sc, run, &mut results)
+                        } else {
+                            Ok(())
+                        }
+                    })
                 };
                 if let Err(e) = outcome {
                     eprintln!("    {} failed: {e:#}", tool.name());
@@ -934,10 +1038,12 @@ pub fn run(args: &PeersBenchArgs) -> anyhow::Result<()> {
         for &tool in &tools {
             if tool == Tool::Strata || tool == Tool::Buildah {
                 for run in 0..args.runs {
-                    if tool == Tool::Strata {
-                        let _ = fs::remove_dir_all(env.strata_root(sc.name, run));
-                    } else {
-                        env.remove_buildah(sc.name, run);
+                    for key in [sc.name.to_string(), stages_key(sc.name)] {
+                        if tool == Tool::Strata {
+                            let _ = fs::remove_dir_all(env.strata_root(&key, run));
+                        } else {
+                            env.remove_buildah(&key, run);
+                        }
                     }
                 }
             }
@@ -1098,6 +1204,46 @@ pub fn run(args: &PeersBenchArgs) -> anyhow::Result<()> {
                 ));
             }
         }
+        if sc.name == "3-stage" {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            md.push_str(&format!(
+                "\nParallel efficiency (medians, seconds; {cores} cores): each stage built alone, \
+                 cold (`--target one|two|three` from the base only), and the final stage alone \
+                 (the full build once the three stages are cached). ideal = max(slowest stage \
+                 alone, sum of the stages alone / {cores}); actual = cold build - final stage; \
+                 efficiency = ideal / actual (1 = the stages take no longer together than the \
+                 cores allow; the target is above 0.8).\n\n\
+                 | tool | stage one | stage two | stage three | final stage | ideal | cold | actual | efficiency |\n\
+                 |---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+            ));
+            for &tool in &tools {
+                let alone: Vec<f64> = STAGES
+                    .iter()
+                    .map(|st| med(&stage_phase(st), tool))
+                    .collect();
+                let last = med(FINAL_PHASE, tool);
+                let cold = med("cold", tool);
+                let (ideal, actual, eff) = match efficiency(&alone, cold, last, cores) {
+                    Some((i, a, e)) => (secs(i), secs(a), format!("{e:.2}")),
+                    None => ("-".into(), "-".into(), "-".into()),
+                };
+                md.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {ideal} | {} | {actual} | {eff} |\n",
+                    tool.name(),
+                    secs(alone[0]),
+                    secs(alone[1]),
+                    secs(alone[2]),
+                    secs(last),
+                    secs(cold),
+                ));
+                if tool == Tool::Strata || eff != "-" {
+                    summary.push(format!(
+                        "3-stage parallel efficiency: {} = {eff}",
+                        tool.name()
+                    ));
+                }
+            }
+        }
         if sc.name == "copy-20k" && !limits.is_empty() {
             md.push_str("\nPhysical limits on the same 200 MB context, same run (median seconds), and strata's cold and one-file figures as multiples of them:\n\n| yardstick | seconds | MB/s | strata cold / it | strata one file / it |\n|---|---:|---:|---:|---:|\n");
             let cold = med("cold", Tool::Strata);
@@ -1188,4 +1334,29 @@ pub fn run(args: &PeersBenchArgs) -> anyhow::Result<()> {
         eprintln!("work folder kept: {}", work.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn efficiency_takes_the_cores_or_the_slowest_stage_as_ideal() {
+        // Three 1 s stages on 2 cores: ideal 1.5 s; cold 4 s with a 1 s final stage: 3 s.
+        let (ideal, actual, eff) = efficiency(&[1.0, 1.0, 1.0], 4.0, 1.0, 2).unwrap();
+        assert_eq!((ideal, actual), (1.5, 3.0));
+        assert!((eff - 0.5).abs() < 1e-9);
+        // One long stage dominates: ideal is the slowest stage.
+        let (ideal, _, eff) = efficiency(&[3.0, 0.5, 0.5], 4.0, 1.0, 2).unwrap();
+        assert_eq!(ideal, 3.0);
+        assert!((eff - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn efficiency_is_missing_without_figures() {
+        assert!(efficiency(&[1.0, f64::NAN, 1.0], 4.0, 1.0, 2).is_none());
+        assert!(efficiency(&[1.0, 1.0, 1.0], 1.0, 1.0, 2).is_none());
+        assert!(efficiency(&[], 4.0, 1.0, 2).is_none());
+        assert!(efficiency(&[1.0], f64::NAN, 1.0, 2).is_none());
+    }
 }

@@ -2,8 +2,8 @@
 //!
 //! [`Engine::build`] parses the Dockerfile, reports its lint findings (fatal only under
 //! `# check=error=true`, as in BuildKit), plans the stages the target needs (see
-//! [`crate::plan`]), and builds them: each stage on its own task of the current rayon pool, a
-//! stage starting as soon as the stages it needs are done, so independent stages run at the
+//! [`crate::plan`]), and builds them: each stage on its own thread (CPU-parallel work inside
+//! goes to rayon's pool), a stage starting as soon as the stages it needs are done, so independent stages run at the
 //! same time and a stage used by several is built once. Inside a stage the instructions run
 //! in order:
 //!
@@ -163,6 +163,10 @@ pub struct BuildOptions {
     pub cache_from: Vec<CacheImport>,
     /// `--cache-to`: where to write this build's records once it succeeded.
     pub cache_to: Vec<CacheExport>,
+    /// Stages built at the same time at most (`--jobs`); `None`: every stage whose
+    /// dependencies are done. Stages mostly wait for processes and disks, so more stages than
+    /// cores still overlap well; `Some(1)` builds one stage after the other.
+    pub max_stages: Option<usize>,
 }
 
 impl BuildOptions {
@@ -186,6 +190,7 @@ impl BuildOptions {
             registry: strata_store::registry::ClientOptions::default(),
             cache_from: Vec::new(),
             cache_to: Vec::new(),
+            max_stages: None,
         }
     }
 }
@@ -281,7 +286,8 @@ struct Build<'a> {
 impl Engine {
     /// Builds `opts.dockerfile` in `opts.context`, reporting progress to `reporter`.
     ///
-    /// Stages run in parallel on the current rayon pool (the caller sizes it: `--jobs`).
+    /// Stages run in parallel, each on its own thread; their CPU-parallel work (hashing,
+    /// copying, unpacking) runs on rayon's global pool (the caller sizes it: `--jobs`).
     /// When a step fails, `cancel` is cancelled so that steps running in parallel stages stop
     /// too; Ctrl-C handlers cancel it from outside. Nothing is tagged unless the whole build
     /// succeeds.
@@ -494,6 +500,46 @@ impl Engine {
 }
 
 /// Locks a mutex, shrugging off poisoning (a panicking stage task must not wedge the rest).
+/// A counting semaphore: how many stages may build at the same time.
+struct Slots {
+    free: Mutex<Option<usize>>,
+    freed: std::sync::Condvar,
+}
+
+/// A taken slot, given back when dropped.
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    /// `None`: no limit.
+    fn new(max: Option<usize>) -> Slots {
+        Slots {
+            free: Mutex::new(max.map(|m| m.max(1))),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Waits for a free slot and takes it.
+    fn take(&self) -> Slot<'_> {
+        let mut free = lock(&self.free);
+        while *free == Some(0) {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        if let Some(n) = free.as_mut() {
+            *n -= 1;
+        }
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = lock(&self.0.free).as_mut() {
+            *n += 1;
+        }
+        self.0.freed.notify_one();
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -528,8 +574,14 @@ fn uses_context(i: &Instruction) -> bool {
 }
 
 impl Build<'_> {
-    /// Builds the planned stages, each on a task of the current rayon pool as soon as the
-    /// stages it needs are done.
+    /// Builds the planned stages, each on its own thread as soon as the stages it needs are
+    /// done.
+    ///
+    /// A stage spends most of its time waiting for processes (RUN) and disks, so stages do
+    /// not take turns on the rayon pool's threads: with one worker per core, a third ready
+    /// stage would wait until one of the first two finished, and the build would take the
+    /// sum of two stages instead of their CPU time shared over the cores. Their CPU-parallel
+    /// work (hashing, copying, unpacking) still goes to rayon's pool.
     fn run_stages(&self) -> Result<(), Error> {
         let pending: Mutex<BTreeMap<usize, usize>> = Mutex::new(
             self.plan
@@ -539,14 +591,15 @@ impl Build<'_> {
                 .collect(),
         );
         let failure: Mutex<Option<Error>> = Mutex::new(None);
-        rayon::scope(|s| {
+        let slots = Slots::new(self.opts.max_stages);
+        std::thread::scope(|s| {
             let ready: Vec<usize> = lock(&pending)
                 .iter()
                 .filter(|(_, n)| **n == 0)
                 .map(|(i, _)| *i)
                 .collect();
             for i in ready {
-                self.spawn_stage(s, i, &pending, &failure);
+                self.spawn_stage(s, i, &pending, &failure, &slots);
             }
         });
         match failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
@@ -555,18 +608,22 @@ impl Build<'_> {
         }
     }
 
-    fn spawn_stage<'s>(
+    fn spawn_stage<'s, 'e>(
         &'s self,
-        s: &rayon::Scope<'s>,
+        s: &'s std::thread::Scope<'s, 'e>,
         index: usize,
         pending: &'s Mutex<BTreeMap<usize, usize>>,
         failure: &'s Mutex<Option<Error>>,
+        slots: &'s Slots,
     ) {
-        s.spawn(move |s| {
+        let body = move || {
+            let slot = slots.take();
             if lock(failure).is_some() {
                 return;
             }
-            match self.run_stage(index) {
+            let outcome = self.run_stage(index);
+            drop(slot);
+            match outcome {
                 Ok(state) => {
                     lock(&self.results)[index] = Some(Arc::new(state));
                     let ready: Vec<usize> = {
@@ -584,24 +641,40 @@ impl Build<'_> {
                             .collect()
                     };
                     for d in ready {
-                        self.spawn_stage(s, d, pending, failure);
+                        self.spawn_stage(s, d, pending, failure, slots);
                     }
                 }
-                Err(e) => {
-                    let mut slot = lock(failure);
-                    let replace = match &*slot {
-                        None => true,
-                        Some(old) => is_cancel(old) && !is_cancel(&e),
-                    };
-                    if replace {
-                        *slot = Some(e);
-                    }
-                    drop(slot);
-                    // Stop the steps running in other stages.
-                    self.cancel.cancel();
-                }
+                Err(e) => self.fail(failure, e),
             }
-        });
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("strata-stage-{index}"))
+            .spawn_scoped(s, body);
+        if let Err(e) = spawned {
+            self.fail(
+                failure,
+                Error::io(
+                    "start a thread for",
+                    Path::new(&format!("stage {index}")),
+                    e,
+                ),
+            );
+        }
+    }
+
+    /// Keeps the first real failure (a cancellation caused by it is not the story) and stops
+    /// the steps running in other stages.
+    fn fail(&self, failure: &Mutex<Option<Error>>, e: Error) {
+        let mut slot = lock(failure);
+        let replace = match &*slot {
+            None => true,
+            Some(old) => is_cancel(old) && !is_cancel(&e),
+        };
+        if replace {
+            *slot = Some(e);
+        }
+        drop(slot);
+        self.cancel.cancel();
     }
 
     fn stage_info(&self, sp: &StagePlan, id: StepId, k: usize, text: String) -> StepInfo {

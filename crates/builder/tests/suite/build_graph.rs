@@ -39,8 +39,9 @@ fn independent_stages_run_at_the_same_time() {
     let df = "FROM busybox AS left\nRUN sleep 1 && echo left > /l\n\
               FROM busybox AS right\nRUN sleep 1 && echo right > /r\n\
               FROM busybox\nRUN --mount=type=bind,from=left,target=/a --mount=type=bind,from=right,target=/b cat /a/l /b/r > /both\n";
+    // Stages do not take turns on rayon's threads: even a one-thread pool runs both.
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
+        .num_threads(1)
         .build()
         .unwrap();
     let (r, t) = pool.install(|| build_with(&ts.engine, df, ctx.path(), |_| {}));
@@ -62,12 +63,11 @@ fn independent_stages_run_at_the_same_time() {
     // ...and the stage that needs both starts after both are done.
     assert!(last.0 >= left.1 && last.0 >= right.1);
 
-    // With one thread they run one after the other: the pool sets the parallelism.
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
-    let (r, t) = one.install(|| build_with(&ts.engine, df, ctx.path(), |o| o.no_cache = true));
+    // With one stage at a time (`--jobs 1`) they run one after the other.
+    let (r, t) = build_with(&ts.engine, df, ctx.path(), |o| {
+        o.no_cache = true;
+        o.max_stages = Some(1);
+    });
     r.unwrap();
     let iv = intervals(&t);
     let left = iv["[left] RUN sleep 1 && echo left > /l"];

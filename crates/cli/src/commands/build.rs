@@ -2,8 +2,8 @@
 //!
 //! The command reads the Dockerfile (`-f`, default `CONTEXT/Dockerfile`; `-` for standard
 //! input) and the context (a folder; `-` reads either a Dockerfile or a tar of the context
-//! from standard input), builds on a thread pool of `--jobs` threads (default: the number of
-//! cores) with Ctrl-C cancelling the running steps, renders progress on standard error, and
+//! from standard input), builds (independent stages at the same time, at most `--jobs`;
+//! CPU-parallel work on `--jobs` threads, default: the number of cores) with Ctrl-C cancelling the running steps, renders progress on standard error, and
 //! at the end writes `--iidfile` and `--output` archives. `-q` prints only the image ID.
 
 use std::io::{IsTerminal, Read};
@@ -80,7 +80,9 @@ pub struct BuildArgs {
     #[arg(short, long)]
     quiet: bool,
 
-    /// Stages built at the same time at most (default: the number of cores).
+    /// Stages built at the same time at most, and threads for CPU-parallel work (hashing,
+    /// copying). Default: every independent stage at once (they mostly wait for processes
+    /// and disks), CPU work on one thread per core.
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
 
@@ -385,20 +387,23 @@ pub fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     };
     let out = render::stderr();
     let (reporter, mode) = render::reporter(mode, out.clone(), std::io::stderr().is_terminal());
+    opts.max_stages = args.jobs;
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if jobs == 0 {
         bail!(Failure::usage("--jobs must be at least 1"));
     }
-    let pool = rayon::ThreadPoolBuilder::new()
+    // Stages run on threads of their own; their CPU-parallel work goes to rayon's global
+    // pool, sized here (a binary may build it; the libraries only use it). It can only be
+    // built once per process: a second build in the same process keeps the first pool.
+    let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs)
         .thread_name(|i| format!("strata-build-{i}"))
-        .build()
-        .context("starting the build threads")?;
+        .build_global();
     let engine = global.open_engine()?;
     let cancel = install_cancel_handler()?;
-    let result = pool.install(|| engine.build(&opts, reporter.as_ref(), &cancel));
+    let result = engine.build(&opts, reporter.as_ref(), &cancel);
     let result = match result {
         Ok(r) => r,
         Err(e) => {

@@ -244,6 +244,59 @@ fn measure(cmd: &mut Command, daemon: Option<u32>) -> anyhow::Result<Sample> {
     })
 }
 
+/// Error texts of peer failures that are races inside the peer, not a verdict on it:
+/// buildah re-executes itself from a sealed memfd copy (runc's CVE-2019-5736 guard), and
+/// sealing that copy fails now and then with EBUSY.
+const TRANSIENT_PEER_ERRORS: [&str; 1] = ["sealing memfd copy: Device or resource busy"];
+
+/// Runs `f`; when a peer (never strata) fails with a known transient error, runs it once
+/// more and records that it did (the report lists every retry).
+fn retry_transient(
+    tool: Tool,
+    what: &str,
+    retries: &mut Vec<String>,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    match f() {
+        Err(e)
+            if tool != Tool::Strata
+                && TRANSIENT_PEER_ERRORS
+                    .iter()
+                    .any(|t| format!("{e:#}").contains(t)) =>
+        {
+            let first = TRANSIENT_PEER_ERRORS
+                .iter()
+                .find(|t| format!("{e:#}").contains(*t))
+                .copied()
+                .unwrap_or_default();
+            eprintln!("    {} failed ({first}); retrying once", tool.name());
+            retries.push(format!("{} {what}: retried once after `{first}`", tool.name()));
+            f()
+        }
+        other => other,
+    }
+}
+
+/// A failure in one Markdown line: the command's own error lines (the first line names
+/// the command, which is long and says little), at most 300 characters.
+fn failure_summary(why: &str) -> String {
+    let lines: Vec<&str> = why
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let body = if lines.len() > 1 {
+        lines[1..].join(" / ")
+    } else {
+        lines.join("")
+    };
+    let mut out: String = body.chars().take(300).collect();
+    if body.chars().count() > 300 {
+        out.push_str("...");
+    }
+    out
+}
+
 fn tempfile_path(what: &str) -> PathBuf {
     std::env::temp_dir().join(format!(
         "strata-bench-{what}-{}-{:?}",
@@ -650,12 +703,14 @@ fn build_scenario(
     let storage = env.storage(tool, sc.name, run);
     let before = disk_usage(&storage);
     let cold = env.build_all(tool, sc.name, run, &sc.builds)?;
-    disk.entry((sc.name.to_string(), tool))
-        .or_default()
-        .push(disk_usage(&storage).saturating_sub(before));
+    let grown = disk_usage(&storage).saturating_sub(before);
     let warm = env.build_all(tool, sc.name, run, &sc.builds)?;
     (sc.change)(run * 10 + tool as usize)?;
     let changed = env.build_all(tool, sc.name, run, &sc.builds)?;
+    // Recorded only once every phase ran, so that a retried run counts once.
+    disk.entry((sc.name.to_string(), tool))
+        .or_default()
+        .push(grown);
     let phases = results.entry(sc.name.to_string()).or_default();
     for (phase, s) in BUILD_PHASES.iter().zip([cold, warm, changed]) {
         phases
@@ -997,6 +1052,7 @@ pub fn run(args: &PeersBenchArgs) -> anyhow::Result<()> {
     let mut archive: BTreeMap<Tool, Vec<u64>> = BTreeMap::new();
     let mut scenario_missing: BTreeMap<(String, Tool), String> = BTreeMap::new();
     let mut loads: Vec<(String, String)> = Vec::new();
+    let mut retries: Vec<String> = Vec::new();
     for sc in &scs {
         for run in 0..args.runs {
             loads.push((format!("{} run {}", sc.name, run + 1), load_average()));
@@ -1011,6 +1067,7 @@ pub fn run(args: &PeersBenchArgs) -> anyhow::Result<()> {
                     args.runs,
                     tool.name()
                 );
+                let what = format!("{} run {}", sc.name, run + 1);
                 let outcome = if sc.name == "save-load" {
                     if tool == Tool::Buildah {
                         Err(anyhow::anyhow!(
@@ -1021,9 +1078,14 @@ pub fn run(args: &PeersBenchArgs) -> anyhow::Result<()> {
                             .map(|size| archive.entry(tool).or_default().push(size))
                     }
                 } else {
-                    build_scenario(&env, tool, sc, run, &mut results, &mut disk).and_then(|()| {
+                    retry_transient(tool, &what, &mut retries, || {
+                        build_scenario(&env, tool, sc, run, &mut results, &mut disk)
+                    })
+                    .and_then(|()| {
                         if sc.name == "3-stage" {
-                            stage_efficiency(&env, tool, sc, run, &mut results)
+                            retry_transient(tool, &what, &mut retries, || {
+                                stage_efficiency(&env, tool, sc, run, &mut results)
+                            })
                         } else {
                             Ok(())
                         }
@@ -1075,6 +1137,12 @@ pub fn run(args: &PeersBenchArgs) -> anyhow::Result<()> {
         "- load average (1/5/15 min) at start: {load_start}; at end: {load_end}; per scenario run: {}\n",
         loads.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join("; ")
     ));
+    if !retries.is_empty() {
+        md.push_str(&format!(
+            "- peer runs retried after a transient failure inside the peer: {}\n",
+            retries.join("; ")
+        ));
+    }
     md.push_str(&format!(
         "- {} cores; kernel {}; {}; {}; {}\n",
         std::thread::available_parallelism()
@@ -1200,7 +1268,7 @@ pub fn run(args: &PeersBenchArgs) -> anyhow::Result<()> {
                 md.push_str(&format!(
                     "- **{} missing here**: {}\n",
                     tool.name(),
-                    why.lines().next().unwrap_or("")
+                    failure_summary(why)
                 ));
             }
         }
@@ -1308,6 +1376,7 @@ pub fn run(args: &PeersBenchArgs) -> anyhow::Result<()> {
         "load_average": {"start": load_start, "end": load_end, "per_run": loads},
         "versions": versions,
         "missing": missing.iter().map(|(t, w)| (t.name().to_string(), w.clone())).collect::<BTreeMap<_, _>>(),
+        "retries": retries,
         "scenario_missing": scenario_missing.iter().map(|((s, t), w)| format!("{s}/{}: {w}", t.name())).collect::<Vec<_>>(),
         "results": jr,
         "disk_growth_bytes": disk.iter().map(|((s, t), v)| (format!("{s}/{}", t.name()), v.clone())).collect::<BTreeMap<_, _>>(),

@@ -27,6 +27,10 @@
 //!   instruction text (which carries dest, flags and patterns) into `instruction`.
 //! - On a miss, `plan.apply(rootfs)` where `rootfs` is the step's writable snapshot,
 //!   mounted (or, with the vfs driver, its folder).
+//! - With overlay (not `--link`), [`CopyPlan::apply_reusing`] instead, with the snapshot's
+//!   upper folder and the step's previous layer ([`PreviousLayer::load`]): unchanged files
+//!   are hard-linked from that layer instead of copied (see the `reuse` module); keep
+//!   what it returns with the committed layer ([`CopiedFiles::save`]) for the next build.
 //! - **`--link`**: make a snapshot with NO parent, `apply` into its empty root, commit it,
 //!   and stack that layer on the stage's chain; key it with `Parent::None` so it survives
 //!   base changes (BuildKit's Dockerfile frontend falls back to a plain copy when

@@ -1082,7 +1082,7 @@ impl Build<'_> {
             previous,
             inputs,
             false,
-            &mut |rootfs, sink| {
+            &mut |rootfs, _, sink| {
                 // Binds of stages or images built from shared-cache hits need their layers.
                 for m in &plan.mounts {
                     if let runstep::MountPlan::Bind {
@@ -1333,6 +1333,20 @@ impl Build<'_> {
         };
         let users_root = users_view.as_ref().map(|v| v.path().to_path_buf());
         let parent_before = st.parent.clone();
+        // Where the files of this step's last layer are listed, so that a rebuild links
+        // the unchanged ones instead of copying them (overlay only: committed folders are
+        // lowers there; a --link layer is not kept as a folder).
+        let snap = self.engine.snapshotter();
+        let reuse_slot = (!linked && snap.driver() == strata_overlay::Driver::Overlay).then(|| {
+            let mut slot = key.clone();
+            slot.sources = None;
+            self.engine
+                .builder_dir()
+                .join("copy-layers")
+                .join(slot.key().hex())
+        });
+        let mut copied = None;
+        let layers_before = st.layers.len();
         let result = self.layer_step(
             st,
             info,
@@ -1342,7 +1356,7 @@ impl Build<'_> {
             previous,
             inputs,
             linked,
-            &mut |rootfs, _| {
+            &mut |rootfs, active, _| {
                 let plan = match prepared.take() {
                     Some(p) => p,
                     None => {
@@ -1353,13 +1367,37 @@ impl Build<'_> {
                         plan
                     }
                 };
-                plan.apply_with(rootfs, users_root.as_deref()).map(|_| ())
+                let Some(slot) = &reuse_slot else {
+                    return plan.apply_with(rootfs, users_root.as_deref()).map(|_| ());
+                };
+                let previous = copy::PreviousLayer::load(slot, |name| {
+                    let info = snap.stat(name).ok()?;
+                    (info.kind == strata_overlay::Kind::Committed).then_some(())?;
+                    snap.graph_driver_data(name).ok().map(|g| g.upper_dir)
+                });
+                let upper = snap.graph_driver_data(active)?.upper_dir;
+                let reuse = copy::Reuse {
+                    upper: &upper,
+                    previous: previous.as_ref(),
+                };
+                let (_, files) = plan.apply_reusing(rootfs, users_root.as_deref(), &reuse)?;
+                copied = Some(files);
+                Ok(())
             },
         );
         drop(users_view);
         drop(source_view);
         let _ = std::fs::remove_dir_all(&step_scratch);
         result?;
+        // Best effort: a list not kept only costs the next build a full copy.
+        if let (Some(slot), Some(files)) = (&reuse_slot, copied.filter(|f| !f.is_empty())) {
+            if st.layers.len() == layers_before + 1 {
+                let diff_ids: Vec<Digest> = st.layers.iter().map(|l| l.diff_id).collect();
+                if let Some(name) = chain_name(&diff_ids) {
+                    let _ = files.save(slot, &name);
+                }
+            }
+        }
         if linked {
             // What follows depends on both the layers below and the linked layer.
             if let Parent::Step { key: link_key } = st.parent.clone() {
@@ -1430,7 +1468,7 @@ impl Build<'_> {
             previous,
             inputs,
             false,
-            &mut |rootfs, _| make_workdir(rootfs, &wd, &user),
+            &mut |rootfs, _, _| make_workdir(rootfs, &wd, &user),
         )
     }
 
@@ -1447,7 +1485,7 @@ impl Build<'_> {
         previous: &cache::LazyPrevious<'_>,
         seen: &mut Vec<KeyInputs>,
         link: bool,
-        action: &mut dyn FnMut(&Path, &mut StepSink<'_>) -> Result<(), Error>,
+        action: &mut dyn FnMut(&Path, &str, &mut StepSink<'_>) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let store = self.engine.store();
         let key = inputs.key();
@@ -1516,7 +1554,7 @@ impl Build<'_> {
         let ran = (|| -> Result<Option<strata_store::LayerInfo>, Error> {
             let rootfs = snap.mount(&active)?;
             let mut sink = StepSink::new(self.reporter, info.id, &self.logs);
-            action(&rootfs, &mut sink)?;
+            action(&rootfs, &active, &mut sink)?;
             sink.finish();
             snap.unmount(&active)?;
             // The fastest level: a step's blob is written on the build's critical path.

@@ -3,6 +3,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
+use std::sync::mpsc;
 
 use serde::{Deserialize, Serialize};
 
@@ -63,7 +64,9 @@ enum Sink {
 /// Dropping it without finishing leaves nothing in the store.
 pub struct LayerWriter {
     store: Store,
-    diff: Option<Hasher>,
+    diff: Option<DiffHasher>,
+    /// Bytes written and not yet hashed or compressed.
+    batch: Vec<u8>,
     uncompressed: u64,
     compression: Compression,
     sink: Sink,
@@ -78,28 +81,152 @@ impl std::fmt::Debug for LayerWriter {
     }
 }
 
+/// Bytes gathered before they are hashed and compressed: a tar writer's many small writes
+/// (headers, padding, 8 KiB reads) become few large calls into the hasher and compressor.
+const BATCH: usize = 1 << 20;
+/// A layer whose tar passes this size hashes it on a thread of its own, beside the
+/// compression and the reading of the files.
+const HASH_THREAD_AFTER: u64 = 4 << 20;
+/// Batches queued for the hashing thread.
+const HASH_QUEUE: usize = 2;
+
+/// The diffID's hasher: inline for small layers, then on a thread.
+enum DiffHasher {
+    Inline(Hasher),
+    Thread(HashThread),
+}
+
+/// A thread that hashes the batches it is sent, in order, and gives the buffers back.
+struct HashThread {
+    to_hash: Option<mpsc::SyncSender<Vec<u8>>>,
+    recycled: mpsc::Receiver<Vec<u8>>,
+    handle: Option<std::thread::JoinHandle<Hasher>>,
+}
+
+impl DiffHasher {
+    /// Hashes `batch` (a full batch is handed to the thread once the layer is big; an empty
+    /// buffer to go on with is returned).
+    fn update(&mut self, batch: &mut Vec<u8>, total: u64) {
+        if let DiffHasher::Inline(h) = self {
+            let started = if total > HASH_THREAD_AFTER {
+                HashThread::start(h)
+            } else {
+                None
+            };
+            match started {
+                Some(t) => *self = DiffHasher::Thread(t),
+                // Small, or no thread to be had: inline.
+                None => {
+                    h.update(batch);
+                    batch.clear();
+                    return;
+                }
+            }
+        }
+        if let DiffHasher::Thread(t) = self {
+            let next = t
+                .recycled
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+            let full = std::mem::replace(batch, next);
+            if let Some(tx) = &t.to_hash {
+                // A send fails only when the thread is gone; `finish` then reports it.
+                let _ = tx.send(full);
+            }
+        }
+    }
+
+    fn finish(self) -> Result<Digest> {
+        match self {
+            DiffHasher::Inline(h) => Ok(h.finish()),
+            DiffHasher::Thread(mut t) => {
+                t.to_hash = None;
+                let hasher = t
+                    .handle
+                    .take()
+                    .map(|h| h.join())
+                    .ok_or_else(|| Error::stream("hash layer", io::Error::other("no thread")))?
+                    .map_err(|_| {
+                        Error::stream("hash layer", io::Error::other("hashing thread panicked"))
+                    })?;
+                Ok(hasher.finish())
+            }
+        }
+    }
+}
+
+impl HashThread {
+    /// Starts hashing on a thread that goes on from `hasher` (`None` when no thread can be
+    /// started).
+    fn start(hasher: &Hasher) -> Option<HashThread> {
+        let (to_hash, batches) = mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE);
+        let (give_back, recycled) = mpsc::channel::<Vec<u8>>();
+        let mut hasher = hasher.clone();
+        let handle = std::thread::Builder::new()
+            .name("strata-layer-hash".into())
+            .spawn(move || {
+                for mut batch in batches {
+                    hasher.update(&batch);
+                    batch.clear();
+                    let _ = give_back.send(batch);
+                }
+                hasher
+            })
+            .ok()?;
+        Some(HashThread {
+            to_hash: Some(to_hash),
+            recycled,
+            handle: Some(handle),
+        })
+    }
+}
+
+impl LayerWriter {
+    /// Hashes and compresses what is gathered.
+    fn write_batch(&mut self) -> io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        match &mut self.sink {
+            Sink::Plain(w) => w.write_all(&self.batch)?,
+            Sink::Gzip(w) => w.write_all(&self.batch)?,
+            Sink::Zstd(w) => w.write_all(&self.batch)?,
+        }
+        match &mut self.diff {
+            Some(h) => h.update(&mut self.batch, self.uncompressed),
+            None => self.batch.clear(),
+        }
+        Ok(())
+    }
+}
+
 impl Write for LayerWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = match &mut self.sink {
-            Sink::Plain(w) => w.write(buf)?,
-            Sink::Gzip(w) => w.write(buf)?,
-            Sink::Zstd(w) => w.write(buf)?,
-        };
-        if let Some(h) = &mut self.diff {
-            h.update(&buf[..n]);
+        if self.batch.len() + buf.len() > BATCH {
+            self.write_batch()?;
         }
-        self.uncompressed += n as u64;
-        Ok(n)
+        if buf.len() >= BATCH {
+            // Large writes go straight through.
+            self.batch.extend_from_slice(buf);
+            self.uncompressed += buf.len() as u64;
+            self.write_batch()?;
+            return Ok(buf.len());
+        }
+        self.batch.extend_from_slice(buf);
+        self.uncompressed += buf.len() as u64;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        self.write_batch()
     }
 }
 
 impl LayerWriter {
     /// Finish the layer: flush the compressor, commit the blob, record diffID <-> blob.
-    pub fn finish(self) -> Result<LayerInfo> {
+    pub fn finish(mut self) -> Result<LayerInfo> {
+        self.write_batch()
+            .map_err(|e| Error::stream("write layer", e))?;
         let blob = match self.sink {
             Sink::Plain(w) => w,
             Sink::Gzip(w) => w
@@ -111,7 +238,7 @@ impl LayerWriter {
         };
         let info = blob.commit()?;
         let diff_id = match self.diff {
-            Some(h) => h.finish(),
+            Some(h) => h.finish()?,
             None => info.digest,
         };
         let layer = LayerInfo {
@@ -252,7 +379,8 @@ impl Store {
         };
         Ok(LayerWriter {
             store: self.clone(),
-            diff: (compression != Compression::None).then(Hasher::new),
+            diff: (compression != Compression::None).then(|| DiffHasher::Inline(Hasher::new())),
+            batch: Vec::with_capacity(BATCH),
             uncompressed: 0,
             compression,
             sink,
@@ -492,6 +620,37 @@ mod tests {
         let blobs = s.layer_blobs(&Digest::of(&data)).unwrap();
         assert_eq!(blobs.len(), 3);
         assert_eq!(blobs[0].compression(), Compression::None);
+    }
+
+    #[test]
+    fn a_big_layer_hashed_on_a_thread_has_the_same_diff_id_and_blob() {
+        // Past HASH_THREAD_AFTER, in writes of every size (small, batch-crossing, larger
+        // than a batch): the digests are those of the bytes, and the same writes in one
+        // call give the same blob.
+        let (_d, s) = store();
+        let data: Vec<u8> = (0..(HASH_THREAD_AFTER as u32 + 3 * BATCH as u32 + 12345))
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let mut w = s.layer_writer_fast(Compression::Zstd).unwrap();
+        let mut rest = &data[..];
+        for size in [1usize, 511, 4096, BATCH - 3, 2 * BATCH + 7, 8192]
+            .iter()
+            .cycle()
+        {
+            if rest.is_empty() {
+                break;
+            }
+            let n = (*size).min(rest.len());
+            w.write_all(&rest[..n]).unwrap();
+            rest = &rest[n..];
+        }
+        let info = w.finish().unwrap();
+        assert_eq!(info.diff_id, Digest::of(&data));
+        assert_eq!(info.uncompressed_size, data.len() as u64);
+        assert_eq!(read_all(&s, &info).unwrap(), data);
+        let mut once = s.layer_writer_fast(Compression::Zstd).unwrap();
+        once.write_all(&data).unwrap();
+        assert_eq!(once.finish().unwrap(), info);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! the mode (so setuid/setgid bits survive) and before `security.capability` (which a
 //! `chown` clears).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -27,6 +27,7 @@ use strata_overlay::in_root::Follow;
 use strata_overlay::UnpackOptions;
 
 use super::dest::{lstat_type, open_beneath, set_owner_mode, split_last, DestRoot};
+use super::reuse::{self, CopiedFiles, FileId, Reuse};
 use super::sources::{overlay_io, TopKind};
 use super::{archive, ChownSpec, CopyPlan, CopyStats, Item, Origin, PlanTop};
 use crate::context::FileKind;
@@ -42,17 +43,20 @@ struct Targets {
     dirs: Vec<OwnedFd>,
     shown: Vec<String>,
     by_inode: HashMap<(u64, u64), usize>,
+    /// Whether this copy created the directory (then it is new in the upper folder).
+    created: Vec<bool>,
     /// Existing directories whose times are put back once the copy is done.
     restore: Vec<(usize, Timestamps)>,
 }
 
 impl Targets {
-    fn add(&mut self, fd: OwnedFd, shown: &str) -> Result<usize, Error> {
+    fn add(&mut self, fd: OwnedFd, shown: &str, created: bool) -> Result<usize, Error> {
         let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("stat", shown, e.into()))?;
         if let Some(&i) = self.by_inode.get(&(st.st_dev, st.st_ino)) {
             return Ok(i);
         }
         self.dirs.push(fd);
+        self.created.push(created);
         self.shown.push(shown.to_string());
         self.by_inode
             .insert((st.st_dev, st.st_ino), self.dirs.len() - 1);
@@ -102,6 +106,30 @@ struct Ctx<'a> {
     plan: &'a CopyPlan,
     chown: Option<Owner>,
     targets: &'a Targets,
+    links: Option<LinkDirs<'a>>,
+}
+
+/// Where unchanged files are hard-linked from and to (see [`super::reuse`]), opened once.
+struct LinkDirs<'a> {
+    /// The step's upper folder.
+    upper: OwnedFd,
+    /// The previous layer's `diff/` folder and what the copy wrote there.
+    previous: Option<(OwnedFd, &'a HashMap<String, FileId>)>,
+    /// Each target directory's path in the upper folder (`None`: unknown, never linked).
+    target_rel: Vec<Option<String>>,
+}
+
+/// What one chunk wrote: its counts and the files it lists for the next build.
+type ChunkResult = Result<(CopyStats, Vec<(String, FileId)>), Error>;
+
+/// The directories of one chunk's destination when its files may be linked.
+struct ChunkLinks<'a> {
+    /// The destination directory's path in the upper folder.
+    rel: String,
+    /// The same directory in the upper folder.
+    upper: OwnedFd,
+    /// And in the previous layer, with the previous layer's files.
+    previous: Option<(OwnedFd, &'a HashMap<String, FileId>)>,
 }
 
 impl Ctx<'_> {
@@ -136,7 +164,8 @@ pub(crate) fn run(
     plan: &CopyPlan,
     dest_root: &Path,
     users_root: Option<&Path>,
-) -> Result<CopyStats, Error> {
+    reuse: Option<&Reuse<'_>>,
+) -> Result<(CopyStats, CopiedFiles), Error> {
     let dest = DestRoot::open(dest_root)?;
     let chown = match &plan.chown {
         None => None,
@@ -154,30 +183,72 @@ pub(crate) fn run(
     for top in &plan.tops {
         resolved.push(target_of(plan, &dest, &mut targets, top, made_owner)?);
     }
+    // Archives may look names up through the mount: no links next to them.
+    let has_archive = plan.tops.iter().any(|t| t.kind == TopKind::Archive);
+    let links = match reuse {
+        Some(r) if !has_archive => link_dirs(r, dest_root, &targets),
+        _ => None,
+    };
     let ctx = Ctx {
         plan,
         chown,
         targets: &targets,
+        links,
     };
     let mut stats = CopyStats::default();
+    let mut copied = CopiedFiles::default();
     let mut batch = Vec::new();
     for (t, top) in plan.tops.iter().enumerate() {
         if top.kind == TopKind::Archive {
-            copy_batch(&ctx, &batch, &resolved, &mut stats)?;
+            copy_batch(&ctx, &batch, &resolved, &mut stats, &mut copied)?;
             batch.clear();
             extract(&ctx, top, &resolved[t], &mut stats)?;
         } else {
             batch.push(t);
         }
     }
-    copy_batch(&ctx, &batch, &resolved, &mut stats)?;
+    copy_batch(&ctx, &batch, &resolved, &mut stats, &mut copied)?;
     for (dir, times) in &targets.restore {
         let fd = open_beneath(&targets.dirs[*dir], "", OFlags::RDONLY | OFlags::DIRECTORY)
             .map_err(|e| Error::io("open", &targets.shown[*dir], e.into()))?;
         rustix::fs::futimens(&fd, times)
             .map_err(|e| Error::io("set times", &targets.shown[*dir], e.into()))?;
     }
-    Ok(stats)
+    Ok((stats, copied))
+}
+
+/// Opens what linking needs; `None` (copy everything) when something is not as expected.
+fn link_dirs<'a>(reuse: &Reuse<'a>, dest_root: &Path, targets: &Targets) -> Option<LinkDirs<'a>> {
+    let open = |p: &Path| {
+        rustix::fs::open(
+            p,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+    };
+    let upper = open(reuse.upper)?;
+    let previous = match reuse.previous {
+        Some(p) => open(&p.diff).map(|fd| (fd, &p.files)),
+        None => None,
+    };
+    let root = std::fs::canonicalize(dest_root).ok()?;
+    // The kernel's name of each target directory, below the mounted root, is its path in
+    // the upper folder.
+    let target_rel = targets
+        .dirs
+        .iter()
+        .map(|fd| {
+            let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+            let rel = real.strip_prefix(&root).ok()?;
+            Some(rel.to_str()?.to_string())
+        })
+        .collect();
+    Some(LinkDirs {
+        upper,
+        previous,
+        target_rel,
+    })
 }
 
 /// Resolves where `top` goes (creating the destination directories it needs).
@@ -191,7 +262,7 @@ fn target_of(
     let path = plan.dest.path.as_str();
     if top.kind != TopKind::Single {
         let handle = dest.ensure_dir(path, owner)?;
-        let dir = targets.add(handle.fd, path)?;
+        let dir = targets.add(handle.fd, path, handle.created)?;
         // BuildKit puts back the times of an existing directory it copies contents into.
         if !handle.created && matches!(top.kind, TopKind::Contents | TopKind::Parents) {
             targets.remember_times(dir)?;
@@ -204,13 +275,13 @@ fn target_of(
     if plan.dest.dir {
         let handle = dest.ensure_dir(path, owner)?;
         return Ok(Target {
-            dir: targets.add(handle.fd, path)?,
+            dir: targets.add(handle.fd, path, handle.created)?,
             name: top.name.clone(),
         });
     }
     if let Some(fd) = dest.existing_dir(path)? {
         return Ok(Target {
-            dir: targets.add(fd, path)?,
+            dir: targets.add(fd, path, false)?,
             name: top.name.clone(),
         });
     }
@@ -219,7 +290,7 @@ fn target_of(
     };
     let handle = dest.ensure_dir(parent, owner)?;
     Ok(Target {
-        dir: targets.add(handle.fd, parent)?,
+        dir: targets.add(handle.fd, parent, handle.created)?,
         name: name.to_string(),
     })
 }
@@ -235,6 +306,7 @@ fn copy_batch(
     batch: &[usize],
     resolved: &[Target],
     stats: &mut CopyStats,
+    copied: &mut CopiedFiles,
 ) -> Result<(), Error> {
     if batch.is_empty() {
         return Ok(());
@@ -243,6 +315,8 @@ fn copy_batch(
     // Directories, in order; files become jobs.
     let mut dir_meta: Vec<(usize, String, usize)> = Vec::new();
     let mut jobs: Vec<Job> = Vec::new();
+    // Directories this copy created (target, path below it): new in the upper folder.
+    let mut fresh: HashSet<(usize, String)> = HashSet::new();
     for &t in batch {
         let top = &plan.tops[t];
         let target = &resolved[t];
@@ -254,9 +328,15 @@ fn copy_batch(
                 parent: String::new(),
                 name: target.name.clone(),
             }),
-            TopKind::Contents | TopKind::Parents => {
-                make_dirs(ctx, t, target.dir, &mut dir_meta, &mut jobs, stats)?
-            }
+            TopKind::Contents | TopKind::Parents => make_dirs(
+                ctx,
+                t,
+                target.dir,
+                &mut dir_meta,
+                &mut jobs,
+                &mut fresh,
+                stats,
+            )?,
             TopKind::Archive => {}
         }
     }
@@ -312,12 +392,14 @@ fn copy_batch(
         groups[g].push(i);
     }
     let chunks: Vec<&[usize]> = groups.iter().flat_map(|g| g.chunks(CHUNK)).collect();
-    let results: Vec<Result<CopyStats, Error>> = chunks
+    let results: Vec<ChunkResult> = chunks
         .par_iter()
-        .map(|chunk| run_chunk(ctx, &jobs, chunk))
+        .map(|chunk| run_chunk(ctx, &jobs, chunk, &fresh))
         .collect();
     for r in results {
-        merge(stats, r?);
+        let (s, files) = r?;
+        merge(stats, s);
+        copied.files.extend(files);
     }
 
     for (leader, follower) in links {
@@ -344,6 +426,7 @@ fn merge(into: &mut CopyStats, from: CopyStats) {
     into.dirs += from.dirs;
     into.symlinks += from.symlinks;
     into.hardlinks += from.hardlinks;
+    into.reused += from.reused;
     into.specials += from.specials;
     into.bytes += from.bytes;
     into.archives += from.archives;
@@ -359,10 +442,14 @@ fn make_dirs(
     dir: usize,
     dir_meta: &mut Vec<(usize, String, usize)>,
     jobs: &mut Vec<Job>,
+    fresh: &mut HashSet<(usize, String)>,
     stats: &mut CopyStats,
 ) -> Result<(), Error> {
     let plan = ctx.plan;
     let top = &plan.tops[t];
+    if ctx.targets.created[dir] {
+        fresh.insert((dir, String::new()));
+    }
     let base = &ctx.targets.dirs[dir];
     // The directories from the target down to the current entry's parent.
     let mut stack: Vec<(String, OwnedFd)> = Vec::new();
@@ -419,6 +506,9 @@ fn make_dirs(
             e => Error::io("open", &shown, e.into()),
         })?;
         stack.push((item.rel.clone(), fd));
+        if created {
+            fresh.insert((dir, item.rel.clone()));
+        }
         if created || item.overwrite_meta {
             dir_meta.push((dir, item.rel.clone(), idx));
         }
@@ -428,10 +518,16 @@ fn make_dirs(
 }
 
 /// Writes one chunk of jobs (all in the same destination and source directories).
-fn run_chunk(ctx: &Ctx, jobs: &[Job], chunk: &[usize]) -> Result<CopyStats, Error> {
+fn run_chunk(
+    ctx: &Ctx,
+    jobs: &[Job],
+    chunk: &[usize],
+    fresh: &HashSet<(usize, String)>,
+) -> ChunkResult {
     let mut stats = CopyStats::default();
+    let mut copied = Vec::new();
     let Some(first) = chunk.first().map(|&i| &jobs[i]) else {
-        return Ok(stats);
+        return Ok((stats, copied));
     };
     let plan = ctx.plan;
     let ddir = open_dest_dir(ctx, first.dir, &first.parent)?;
@@ -447,10 +543,89 @@ fn run_chunk(ctx: &Ctx, jobs: &[Job], chunk: &[usize]) -> Result<CopyStats, Erro
         }
         Origin::Inline(_) => None,
     };
+    let links = chunk_links(ctx, first, fresh);
     for &i in chunk {
-        write_entry(ctx, &jobs[i], &ddir, sdir.as_ref(), &mut stats)?;
+        let job = &jobs[i];
+        match links.as_ref().and_then(|l| linkable(ctx, job, l)) {
+            Some((path, id, linked)) => {
+                if linked {
+                    stats.files += 1;
+                    stats.reused += 1;
+                } else {
+                    write_entry(ctx, job, &ddir, sdir.as_ref(), &mut stats)?;
+                }
+                copied.push((path, id));
+            }
+            None => write_entry(ctx, job, &ddir, sdir.as_ref(), &mut stats)?,
+        }
     }
-    Ok(stats)
+    Ok((stats, copied))
+}
+
+/// The upper and previous directories of a chunk's destination, when it is a directory
+/// this copy created (so a file can be linked into the upper folder without overlay ever
+/// having looked the name up).
+fn chunk_links<'a>(
+    ctx: &Ctx<'a>,
+    first: &Job,
+    fresh: &HashSet<(usize, String)>,
+) -> Option<ChunkLinks<'a>> {
+    let links = ctx.links.as_ref()?;
+    if !fresh.contains(&(first.dir, first.parent.clone())) {
+        return None;
+    }
+    let base = links.target_rel.get(first.dir)?.as_deref()?;
+    let rel = match (base.is_empty(), first.parent.is_empty()) {
+        (_, true) => base.to_string(),
+        (true, false) => first.parent.clone(),
+        (false, false) => format!("{base}/{}", first.parent),
+    };
+    let flags = OFlags::PATH | OFlags::DIRECTORY;
+    let upper = open_beneath(&links.upper, &rel, flags).ok()?;
+    let previous = links
+        .previous
+        .as_ref()
+        .and_then(|(fd, files)| Some((open_beneath(fd, &rel, flags).ok()?, *files)));
+    Some(ChunkLinks {
+        rel,
+        upper,
+        previous,
+    })
+}
+
+/// For a regular file that can be linked: its path in the upper folder, what it is, and
+/// whether it was linked from the previous layer (`false`: the caller copies it).
+fn linkable(ctx: &Ctx, job: &Job, links: &ChunkLinks) -> Option<(String, FileId, bool)> {
+    let item = &ctx.plan.items[job.item];
+    if item.kind != FileKind::File
+        || !matches!(item.origin, Origin::Tree(_))
+        || item.hashed.nlink > 1
+        || !item.hashed.xattrs.is_empty()
+        || job.name.contains('\n')
+    {
+        return None;
+    }
+    let owner = ctx.owner_of(item);
+    let id = FileId {
+        digest: item.hashed.digest,
+        mode: item.hashed.mode,
+        uid: owner.uid,
+        gid: owner.gid,
+        size: item.hashed.size,
+        mtime: item.hashed.mtime,
+    };
+    let path = if links.rel.is_empty() {
+        job.name.clone()
+    } else {
+        format!("{}/{}", links.rel, job.name)
+    };
+    let linked = match &links.previous {
+        Some((prev, files)) if files.get(&path) == Some(&id) => {
+            reuse::link_if_same(prev, &links.upper, &job.name, &id)
+        }
+        _ => false,
+    };
+    Some((path, id, linked))
 }
 
 fn shown_src(path: &str) -> &str {

@@ -27,6 +27,10 @@
 //!   instruction text (which carries dest, flags and patterns) into `instruction`.
 //! - On a miss, `plan.apply(rootfs)` where `rootfs` is the step's writable snapshot,
 //!   mounted (or, with the vfs driver, its folder).
+//! - With overlay (not `--link`), [`CopyPlan::apply_reusing`] instead, with the snapshot's
+//!   upper folder and the step's previous layer ([`PreviousLayer::load`]): unchanged files
+//!   are hard-linked from that layer instead of copied (see the `reuse` module); keep
+//!   what it returns with the committed layer ([`CopiedFiles::save`]) for the next build.
 //! - **`--link`**: make a snapshot with NO parent, `apply` into its empty root, commit it,
 //!   and stack that layer on the stage's chain; key it with `Parent::None` so it survives
 //!   base changes (BuildKit's Dockerfile frontend falls back to a plain copy when
@@ -65,6 +69,7 @@ pub(crate) mod archive;
 mod chmod;
 mod dest;
 mod hash;
+mod reuse;
 mod sources;
 mod url;
 
@@ -86,6 +91,7 @@ use crate::user::{resolve_chown, Owner, UserFiles};
 use crate::Error;
 
 pub use chmod::{Chmod, Clause};
+pub use reuse::{CopiedFiles, PreviousLayer, Reuse};
 
 use dest::Dest;
 use hash::{HashSettings, Hashed, OwnerKey};
@@ -170,6 +176,9 @@ pub struct CopyStats {
     pub symlinks: u64,
     /// Hard links made between copied files.
     pub hardlinks: u64,
+    /// Regular files hard-linked from the previous layer of the step instead of copied
+    /// (counted in `files` too; see [`CopyPlan::apply_reusing`]).
+    pub reused: u64,
     /// FIFOs and device nodes made.
     pub specials: u64,
     /// Bytes of file data written (extracted archives included).
@@ -615,6 +624,22 @@ impl CopyPlan {
         dest_root: &Path,
         users_root: Option<&Path>,
     ) -> Result<CopyStats, Error> {
-        apply::run(self, dest_root, users_root)
+        apply::run(self, dest_root, users_root, None).map(|(stats, _)| stats)
+    }
+
+    /// [`CopyPlan::apply_with`] into the mounted root of an overlay snapshot whose upper
+    /// folder is `reuse.upper`: regular files that are the same (content digest, mode,
+    /// owner, size, mtime) as in `reuse.previous` (the previous layer of the same step) are
+    /// hard-linked from it instead of copied, when their directory is one this copy
+    /// creates. Also returns the files written into such directories, to be kept with the
+    /// committed layer for the next build ([`CopiedFiles::save`]). The layer written from
+    /// the snapshot is the one a plain copy gives. Not for the vfs driver or `--link`.
+    pub fn apply_reusing(
+        &self,
+        dest_root: &Path,
+        users_root: Option<&Path>,
+        reuse: &Reuse<'_>,
+    ) -> Result<(CopyStats, CopiedFiles), Error> {
+        apply::run(self, dest_root, users_root, Some(reuse))
     }
 }

@@ -221,3 +221,150 @@ fn copy_destinations_cannot_escape_through_symlinks() {
         Some("payload\n")
     );
 }
+
+/// The snapshot folder of `image`'s top layer (overlay: the layer's own files).
+fn top_diff_dir(
+    engine: &strata_builder::Engine,
+    image: &strata_store::Image,
+) -> std::path::PathBuf {
+    let name = strata_builder::engine::chain_name(&image.diff_ids).unwrap();
+    engine
+        .snapshotter()
+        .graph_driver_data(&name)
+        .unwrap()
+        .upper_dir
+}
+
+/// A build whose new files' times are clamped, so that two builds of the same files give the
+/// same layer (a directory the copy creates gets the time it was made).
+fn build_clamped(
+    engine: &strata_builder::Engine,
+    dockerfile: &str,
+    ctx: &std::path::Path,
+) -> strata_builder::BuildResult {
+    let (r, t) = build_with(engine, dockerfile, ctx, |o| {
+        o.source_date_epoch = Some(1_700_000_000)
+    });
+    r.unwrap_or_else(|e| {
+        panic!(
+            "build failed: {}\n{}",
+            strata_builder::error_text(&e),
+            t.output().join("\n")
+        )
+    })
+}
+
+fn nlink(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).unwrap().nlink()
+}
+
+/// A rebuild of `COPY . /app` after a change links the unchanged files from the previous
+/// layer, and still gives byte for byte the layer a cold build of the changed context gives;
+/// a file whose content, mode or mtime changed is written anew.
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn a_copy_rebuild_links_unchanged_files_and_gives_the_cold_layer() {
+    use std::os::unix::fs::PermissionsExt;
+    let ts = TestStore::new();
+    let mut files: Vec<(String, String)> = (0..40)
+        .map(|i| (format!("d{}/f{i:02}", i % 4), format!("content {i}\n")))
+        .collect();
+    files.push(("top.txt".into(), "top\n".into()));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let ctx = context(&refs);
+    let df = "FROM busybox\nCOPY . /app\n";
+    std::fs::write(ctx.path().join("Dockerfile"), df).unwrap();
+    let first = build_clamped(&ts.engine, df, ctx.path());
+
+    // One file's content, one file's mode, one file's mtime change.
+    std::fs::write(ctx.path().join("d0/f00"), "changed content\n").unwrap();
+    let moded = ctx.path().join("d1/f01");
+    std::fs::set_permissions(&moded, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let touched = ctx.path().join("d2/f02");
+    let f = std::fs::File::options().write(true).open(&touched).unwrap();
+    f.set_modified(
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000),
+    )
+    .unwrap();
+    drop(f);
+    let second = build_clamped(&ts.engine, df, ctx.path());
+    assert_ne!(first.image.diff_ids, second.image.diff_ids);
+
+    // A cold build of the changed context in another store: the same layer.
+    let cold_store = TestStore::new();
+    let cold = build_clamped(&cold_store.engine, df, ctx.path());
+    assert_eq!(second.image.diff_ids, cold.image.diff_ids);
+    assert_eq!(
+        second.image.layers.last().unwrap().digest,
+        cold.image.layers.last().unwrap().digest,
+        "the same blob"
+    );
+
+    let e = &ts.engine;
+    assert_eq!(
+        read_text(e, &second.image, "/app/d0/f00").as_deref(),
+        Some("changed content\n")
+    );
+    assert_eq!(
+        read_text(e, &second.image, "/app/d3/f03").as_deref(),
+        Some("content 3\n")
+    );
+    if ts.engine.snapshotter().driver() == strata_overlay::Driver::Overlay {
+        let old = top_diff_dir(e, &first.image);
+        let new = top_diff_dir(e, &second.image);
+        // Unchanged: the previous layer's inode.
+        for p in ["app/d3/f03", "app/d1/f05", "app/top.txt", "app/Dockerfile"] {
+            assert!(nlink(&new.join(p)) >= 2, "{p} is linked");
+            assert_eq!(
+                std::fs::read(new.join(p)).unwrap(),
+                std::fs::read(old.join(p)).unwrap()
+            );
+        }
+        // Changed content, mode or mtime: written anew.
+        for p in ["app/d0/f00", "app/d1/f01", "app/d2/f02"] {
+            assert_eq!(nlink(&new.join(p)), 1, "{p} is a new file");
+        }
+        let mode = std::fs::symlink_metadata(new.join("app/d1/f01"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o755);
+    }
+}
+
+/// `--chown` is part of what a file is: a copy with another owner does not link the files
+/// of a copy with the first owner (and the files get the owner asked for).
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn a_copy_with_another_owner_does_not_link_the_old_files() {
+    use std::os::unix::fs::MetadataExt;
+    let ts = TestStore::new();
+    let ctx = context(&[("a/one", "1\n"), ("a/two", "2\n")]);
+    let first_df = "FROM busybox\nCOPY --chown=1:1 a /app\n";
+    build_clamped(&ts.engine, first_df, ctx.path());
+    let df = "FROM busybox\nCOPY --chown=2:2 a /app\n";
+    let r = build_clamped(&ts.engine, df, ctx.path());
+    std::fs::write(ctx.path().join("a/two"), "two\n").unwrap();
+    let again = build_clamped(&ts.engine, df, ctx.path());
+    assert_ne!(r.image.diff_ids, again.image.diff_ids);
+    if ts.engine.snapshotter().driver() == strata_overlay::Driver::Overlay {
+        let new = top_diff_dir(&ts.engine, &again.image);
+        let one = std::fs::symlink_metadata(new.join("app/one")).unwrap();
+        assert_eq!((one.uid(), one.gid()), (2, 2));
+        assert!(one.nlink() >= 2, "linked from the --chown=2:2 layer");
+        let old = top_diff_dir(&ts.engine, &r.image);
+        assert_eq!(
+            std::fs::symlink_metadata(old.join("app/one"))
+                .unwrap()
+                .ino(),
+            one.ino()
+        );
+    }
+    let cold_store = TestStore::new();
+    let cold = build_clamped(&cold_store.engine, df, ctx.path());
+    assert_eq!(again.image.diff_ids, cold.image.diff_ids);
+}

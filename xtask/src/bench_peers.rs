@@ -270,7 +270,10 @@ fn retry_transient(
                 .copied()
                 .unwrap_or_default();
             eprintln!("    {} failed ({first}); retrying once", tool.name());
-            retries.push(format!("{} {what}: retried once after `{first}`", tool.name()));
+            retries.push(format!(
+                "{} {what}: retried once after `{first}`",
+                tool.name()
+            ));
             f()
         }
         other => other,

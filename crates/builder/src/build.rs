@@ -1336,7 +1336,7 @@ impl Build<'_> {
         // Where the files of this step's last layer are listed, so that a rebuild links
         // the unchanged ones instead of copying them (overlay only: committed folders are
         // lowers there; a --link layer is not kept as a folder).
-        let snap = self.engine.snapshotter();
+        let snap = self.engine.snapshotter()?;
         let reuse_slot = (!linked && snap.driver() == strata_overlay::Driver::Overlay).then(|| {
             let mut slot = key.clone();
             slot.sources = None;

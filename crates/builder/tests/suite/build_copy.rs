@@ -230,6 +230,7 @@ fn top_diff_dir(
     let name = strata_builder::engine::chain_name(&image.diff_ids).unwrap();
     engine
         .snapshotter()
+        .unwrap()
         .graph_driver_data(&name)
         .unwrap()
         .upper_dir
@@ -313,7 +314,7 @@ fn a_copy_rebuild_links_unchanged_files_and_gives_the_cold_layer() {
         read_text(e, &second.image, "/app/d3/f03").as_deref(),
         Some("content 3\n")
     );
-    if ts.engine.snapshotter().driver() == strata_overlay::Driver::Overlay {
+    if ts.engine.snapshotter().unwrap().driver() == strata_overlay::Driver::Overlay {
         let old = top_diff_dir(e, &first.image);
         let new = top_diff_dir(e, &second.image);
         // Unchanged: the previous layer's inode.
@@ -351,7 +352,7 @@ fn a_copy_with_another_owner_does_not_link_the_old_files() {
     std::fs::write(ctx.path().join("a/two"), "two\n").unwrap();
     let again = build_clamped(&ts.engine, df, ctx.path());
     assert_ne!(r.image.diff_ids, again.image.diff_ids);
-    if ts.engine.snapshotter().driver() == strata_overlay::Driver::Overlay {
+    if ts.engine.snapshotter().unwrap().driver() == strata_overlay::Driver::Overlay {
         let new = top_diff_dir(&ts.engine, &again.image);
         let one = std::fs::symlink_metadata(new.join("app/one")).unwrap();
         assert_eq!((one.uid(), one.gid()), (2, 2));

@@ -366,12 +366,30 @@ impl Engine {
         }
         if !options.dry_run {
             snapshotter.empty_trash()?;
+            self.sweep_copy_lists(options.cache)?;
         }
         Ok(report)
     }
 }
 
 impl Engine {
+    /// Removes the kept file lists of `COPY` layers (see `copy::reuse`) whose snapshot is
+    /// gone, or all of them with `all` (`prune --cache`): they are only hints for linking
+    /// unchanged files, but each is as long as its copy's file list.
+    fn sweep_copy_lists(&self, all: bool) -> Result<(), Error> {
+        let dir = self.builder_dir().join("copy-layers");
+        let snapshotter = self.snapshotter()?;
+        for entry in read_dir_sorted(&dir)? {
+            let alive = !all
+                && crate::copy::listed_snapshot(&entry)
+                    .is_some_and(|name| snapshotter.stat(&name).is_ok());
+            if !alive {
+                remove_any(&entry)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Fills a dry run's GC report as if the cache records `gone` were removed first: the
     /// blobs only they reach join the removed ones, and only what the other refs reach stays
     /// (so their unpacked layers are listed too).

@@ -91,7 +91,7 @@ use crate::user::{resolve_chown, Owner, UserFiles};
 use crate::Error;
 
 pub use chmod::{Chmod, Clause};
-pub use reuse::{CopiedFiles, PreviousLayer, Reuse};
+pub use reuse::{listed_snapshot, CopiedFiles, PreviousLayer, Reuse};
 
 use dest::Dest;
 use hash::{HashSettings, Hashed, OwnerKey};

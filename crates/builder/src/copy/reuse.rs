@@ -150,6 +150,18 @@ impl PreviousLayer {
     }
 }
 
+/// The committed snapshot a kept list at `path` describes (its second line), reading no
+/// further; `None` when the file cannot be read or is not such a list.
+pub fn listed_snapshot(path: &Path) -> Option<String> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).ok()?;
+    let mut lines = std::io::BufReader::new(file).lines();
+    if lines.next()?.ok()? != HEADER {
+        return None;
+    }
+    lines.next()?.ok().filter(|s| !s.is_empty())
+}
+
 fn parse_line(line: &str) -> Option<(String, FileId)> {
     let mut f = line.splitn(8, ' ');
     let digest = parse_hex(f.next()?)?;
@@ -245,6 +257,17 @@ mod tests {
         assert_eq!(prev.len(), 2);
         assert_eq!(prev.files["app/a b"], id(1));
         assert_eq!(prev.files["app/d00/f00000"], id(2));
+    }
+
+    #[test]
+    fn the_listed_snapshot_is_read_from_the_second_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slot");
+        CopiedFiles::default().save(&path, "snap-1").unwrap();
+        assert_eq!(listed_snapshot(&path).as_deref(), Some("snap-1"));
+        std::fs::write(&path, "not a list\nsnap-1\n").unwrap();
+        assert_eq!(listed_snapshot(&path), None);
+        assert_eq!(listed_snapshot(&dir.path().join("missing")), None);
     }
 
     #[test]

@@ -369,3 +369,48 @@ fn a_copy_with_another_owner_does_not_link_the_old_files() {
     let cold = build_clamped(&cold_store.engine, df, ctx.path());
     assert_eq!(again.image.diff_ids, cold.image.diff_ids);
 }
+
+/// The file lists kept for linking unchanged files go with what they describe: `prune`
+/// keeps only those whose snapshot is still there, `prune --cache` removes them all.
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn prune_sweeps_the_kept_copy_lists() {
+    let ts = TestStore::new();
+    let ctx = context(&[("d0/a", "a\n"), ("d1/b", "b\n")]);
+    let df = "FROM busybox\nCOPY . /app\n";
+    std::fs::write(ctx.path().join("Dockerfile"), df).unwrap();
+    build_clamped(&ts.engine, df, ctx.path());
+    let lists = ts.engine.builder_dir().join("copy-layers");
+    let count = || std::fs::read_dir(&lists).map(|d| d.count()).unwrap_or(0);
+    if ts.engine.snapshotter().unwrap().driver() != strata_overlay::Driver::Overlay {
+        assert_eq!(count(), 0, "no lists without overlay");
+        return;
+    }
+    assert_eq!(count(), 1);
+    // A list naming a snapshot that does not exist, and a stray file.
+    strata_builder::copy::CopiedFiles::default()
+        .save(&lists.join("gone"), "no-such-snapshot")
+        .unwrap();
+    std::fs::write(lists.join("stray"), "junk").unwrap();
+    ts.engine
+        .prune(&strata_builder::engine::PruneOptions::default())
+        .unwrap();
+    let left: Vec<_> = std::fs::read_dir(&lists)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    for path in &left {
+        let snap = strata_builder::copy::listed_snapshot(path).expect("a list");
+        assert!(ts.engine.snapshotter().unwrap().stat(&snap).is_ok());
+    }
+    assert!(!left
+        .iter()
+        .any(|p| p.ends_with("gone") || p.ends_with("stray")));
+    ts.engine
+        .prune(&strata_builder::engine::PruneOptions {
+            cache: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(count(), 0);
+}

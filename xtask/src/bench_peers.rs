@@ -34,6 +34,7 @@
 //! Results: a Markdown report (`BENCHMARKS.md` at the workspace root unless `--out`) and
 //! the raw samples as JSON (`bench/peers.json` unless `--json`).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -324,6 +325,24 @@ fn quiet(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Moves `dir` (a store left by a failed attempt that is retried) out of the way under a
+/// new name, when it exists. Nothing is deleted while the suite measures: creating files
+/// right after a large delete is several times slower on this ext4 (reference notes §11);
+/// the whole work folder goes at the end.
+fn set_aside(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    for n in 1.. {
+        let aside = PathBuf::from(format!("{}.aside-{n}", dir.display()));
+        if !aside.exists() {
+            return fs::rename(dir, &aside)
+                .with_context(|| format!("moving {} aside", dir.display()));
+        }
+    }
+    Ok(())
+}
+
 /// Disk usage in bytes of `dir` (`du -sx`), 0 when missing.
 fn disk_usage(dir: &Path) -> u64 {
     Command::new("du")
@@ -510,13 +529,19 @@ struct Env {
     work: PathBuf,
     oci: PathBuf,
     rootfs_tar: PathBuf,
-    dockerd: Option<Dockerd>,
+    /// The running dockerd; `reset` replaces it with one on a fresh data root.
+    dockerd: RefCell<Option<Dockerd>>,
     buildah: bool,
 }
 
 impl Env {
     fn strata_root(&self, scenario: &str, run: usize) -> PathBuf {
         self.work.join(format!("strata-{scenario}-{run}"))
+    }
+
+    /// The folder of the dockerd that serves one scenario run (data and exec roots, socket).
+    fn docker_dir(&self, scenario: &str, run: usize) -> PathBuf {
+        self.work.join(format!("docker-{scenario}-{run}"))
     }
 
     fn buildah_root(&self, scenario: &str, run: usize) -> (PathBuf, PathBuf) {
@@ -552,7 +577,7 @@ impl Env {
     fn storage(&self, tool: Tool, scenario: &str, run: usize) -> PathBuf {
         match tool {
             Tool::Strata => self.strata_root(scenario, run),
-            Tool::BuildKit => self.work.join("docker-data"),
+            Tool::BuildKit => self.docker_dir(scenario, run).join("docker-data"),
             Tool::Buildah => self.buildah_root(scenario, run).0,
         }
     }
@@ -562,16 +587,17 @@ impl Env {
         match tool {
             Tool::Strata => {
                 let root = self.strata_root(scenario, run);
-                let _ = fs::remove_dir_all(&root);
+                set_aside(&root)?;
                 strata_store(&self.strata, &root, &self.oci)
             }
             Tool::BuildKit => {
-                let d = self.dockerd.as_ref().context("no dockerd")?;
-                let images = quiet(docker(d).args(["images", "-q", "--no-trunc"]))?;
-                for id in images.lines().filter(|l| !l.is_empty()) {
-                    let _ = quiet(docker(d).args(["rmi", "-f", id]));
-                }
-                quiet(docker(d).args(["builder", "prune", "-af"]))?;
+                // A new dockerd on a fresh data root rather than `rmi` + `builder prune`:
+                // nothing is deleted while the suite measures (creating files right after a
+                // large delete is several times slower on this ext4, reference notes §11).
+                let mut slot = self.dockerd.borrow_mut();
+                drop(slot.take());
+                *slot = Some(start_dockerd(&self.docker_dir(scenario, run))?);
+                let d = slot.as_ref().context("no dockerd")?;
                 quiet(
                     docker(d)
                         .arg("import")
@@ -581,10 +607,9 @@ impl Env {
                 Ok(())
             }
             Tool::Buildah => {
-                if run > 0 {
-                    self.remove_buildah(scenario, run - 1);
-                }
-                self.remove_buildah(scenario, run);
+                let (root, runroot) = self.buildah_root(scenario, run);
+                set_aside(&root)?;
+                set_aside(&runroot)?;
                 let ctr = quiet(self.buildah(scenario, run).args(["from", "scratch"]))?;
                 let ctr = ctr.trim().to_string();
                 quiet(
@@ -633,7 +658,7 @@ impl Env {
                 c
             }
             Tool::BuildKit => {
-                let d = self.dockerd.as_ref().map(docker);
+                let d = self.dockerd.borrow().as_ref().map(docker);
                 let mut c = d.unwrap_or_else(|| Command::new("false"));
                 c.args(["build", "-q", "--network", "host", "-t", &b.tag])
                     .args(target_args(b))
@@ -662,7 +687,7 @@ impl Env {
 
     fn daemon(&self, tool: Tool) -> Option<u32> {
         match tool {
-            Tool::BuildKit => self.dockerd.as_ref().map(|d| d.child.id()),
+            Tool::BuildKit => self.dockerd.borrow().as_ref().map(|d| d.child.id()),
             _ => None,
         }
     }
@@ -860,7 +885,8 @@ fn save_load_scenario(
             (save, empty, with_base)
         }
         Tool::BuildKit => {
-            let d = env.dockerd.as_ref().context("no dockerd")?;
+            let slot = env.dockerd.borrow();
+            let d = slot.as_ref().context("no dockerd")?;
             let pid = env.daemon(tool);
             let save = measure(
                 docker(d).arg("save").arg("-o").arg(&archive).args(images),
@@ -896,10 +922,11 @@ fn save_load_scenario(
 
 /// The machine's own speed on the 200 MB context: seconds of each yardstick.
 fn physical_limits(work: &Path, ctx: &Path, runs: usize) -> anyhow::Result<BTreeMap<String, f64>> {
-    let tar = work.join("limits-ctx.tar");
-    let out = work.join("limits-x");
     let mut samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for _ in 0..runs {
+    for run in 0..runs {
+        // Fresh names every run: nothing is deleted between repetitions (see `set_aside`).
+        let tar = work.join(format!("limits-ctx-{run}.tar"));
+        let out = work.join(format!("limits-x-{run}"));
         let mut time = |name: &str, cmd: &mut Command| -> anyhow::Result<()> {
             let start = Instant::now();
             quiet(cmd.stdout(Stdio::null()))?;
@@ -909,7 +936,6 @@ fn physical_limits(work: &Path, ctx: &Path, runs: usize) -> anyhow::Result<BTree
                 .push(start.elapsed().as_secs_f64());
             Ok(())
         };
-        let _ = fs::remove_file(&tar);
         time(
             "tar -cf (context)",
             Command::new("tar")
@@ -919,7 +945,6 @@ fn physical_limits(work: &Path, ctx: &Path, runs: usize) -> anyhow::Result<BTree
                 .arg(ctx)
                 .arg("."),
         )?;
-        let _ = fs::remove_dir_all(&out);
         fs::create_dir_all(&out)?;
         time(
             "tar -xf (context)",
@@ -936,8 +961,6 @@ fn physical_limits(work: &Path, ctx: &Path, runs: usize) -> anyhow::Result<BTree
                 .arg(&tar),
         )?;
     }
-    let _ = fs::remove_file(&tar);
-    let _ = fs::remove_dir_all(&out);
     Ok(samples.into_iter().map(|(k, v)| (k, median_f(v))).collect())
 }
 
@@ -1032,11 +1055,11 @@ pub fn run(args: &PeersBenchArgs) -> anyhow::Result<()> {
         work: work.clone(),
         oci,
         rootfs_tar,
-        dockerd,
+        dockerd: RefCell::new(dockerd),
         buildah,
     };
     let mut tools = vec![Tool::Strata];
-    if env.dockerd.is_some() {
+    if env.dockerd.borrow().is_some() {
         tools.push(Tool::BuildKit);
     }
     if env.buildah {
@@ -1100,19 +1123,6 @@ pub fn run(args: &PeersBenchArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        for &tool in &tools {
-            if tool == Tool::Strata || tool == Tool::Buildah {
-                for run in 0..args.runs {
-                    for key in [sc.name.to_string(), stages_key(sc.name)] {
-                        if tool == Tool::Strata {
-                            let _ = fs::remove_dir_all(env.strata_root(&key, run));
-                        } else {
-                            env.remove_buildah(&key, run);
-                        }
-                    }
-                }
-            }
-        }
     }
     let limits = scs
         .iter()
@@ -1121,6 +1131,16 @@ pub fn run(args: &PeersBenchArgs) -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or_default();
     let load_end = load_average();
+    // Only now, with everything measured: buildah's roots need buildah to let go of them.
+    if env.buildah {
+        for sc in &scs {
+            for run in 0..args.runs {
+                for key in [sc.name.to_string(), stages_key(sc.name)] {
+                    env.remove_buildah(&key, run);
+                }
+            }
+        }
+    }
     drop(env);
     let elapsed = started.elapsed().as_secs_f64();
 
@@ -1158,13 +1178,16 @@ pub fn run(args: &PeersBenchArgs) -> anyhow::Result<()> {
     ));
     md.push_str(
         "- BuildKit: Debian's dockerd on a private socket and data root (`--iptables=false \
-         --bridge=none`, overlay2), `DOCKER_BUILDKIT=1 docker build --network host`; cold = all \
-         images removed and `docker builder prune -af`, then `docker import` of the base.\n\
+         --bridge=none`, overlay2), `DOCKER_BUILDKIT=1 docker build --network host`; cold = a \
+         new dockerd on a fresh data root, then `docker import` of the base.\n\
          - buildah: `buildah build --layers --isolation chroot --jobs 3`, overlay driver, its own \
          storage root per run; cold = a fresh root with the base committed from scratch.\n\
          - strata: `strata build` (release build), a fresh store per run holding the base; cold = \
          that fresh store.\n\
          - Same busybox base everywhere (Debian busybox-static).\n\
+         - Nothing is deleted while the suite measures (every run of every tool gets fresh \
+         folders; all are removed at the end): on this ext4, creating files right after a large \
+         delete is several times slower.\n\
          - Bytes written: `write_bytes` of the tool and everything it ran (for BuildKit: of \
          dockerd and containerd, where the work happens). Peak memory: max RSS of the tool from \
          `/usr/bin/time` (for BuildKit: dockerd's VmHWM, reset before each measurement, its idle \

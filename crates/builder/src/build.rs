@@ -1264,8 +1264,9 @@ impl Build<'_> {
             Some(r) => r,
             None => {
                 let plan = copy::prepare(&request(source_root()?))?;
-                let found = (plan.sources_input(), plan.dest().to_string());
-                self.last.save_files(&found.0);
+                let found = (plan.sources_key(), plan.dest().to_string());
+                self.last
+                    .save_files_with(&found.0.digest, || plan.sources_files());
                 if let Some(m) = &memo {
                     m.save(&found.0, &found.1);
                 }

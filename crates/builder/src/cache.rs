@@ -221,11 +221,22 @@ impl LastBuilds {
     /// empty list is kept too: a selection can be empty). Best effort: a list that cannot be written
     /// only makes a later explanation less precise.
     pub fn save_files(&self, sources: &SourcesInput) {
-        let path = self.files_file(&sources.digest);
+        self.save_files_with(&sources.digest, || sources.files.clone());
+    }
+
+    /// [`LastBuilds::save_files`] for the sources of combined digest `digest`, making
+    /// their records with `files` only when they are not kept yet (a cached build of a
+    /// large context then makes none).
+    pub fn save_files_with(
+        &self,
+        digest: &str,
+        files: impl FnOnce() -> BTreeMap<String, FileInput>,
+    ) {
+        let path = self.files_file(digest);
         if path.exists() {
             return;
         }
-        let Ok(bytes) = serde_json::to_vec(&sources.files) else {
+        let Ok(bytes) = serde_json::to_vec(&files()) else {
             return;
         };
         if let Some(dir) = path.parent() {

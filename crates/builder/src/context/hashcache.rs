@@ -44,6 +44,9 @@ const MAGIC: &[u8] = b"strata-hash-cache-v1\n";
 /// Remembered digests per path, at most this many header variants each.
 const MAX_VARIANTS: usize = 4;
 
+/// Extended attributes (name, value), in name order.
+pub type Xattrs = Vec<(String, Vec<u8>)>;
+
 /// What `lstat` says about a file, as far as its content digest depends on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StatId {
@@ -193,6 +196,30 @@ impl HashCache {
         let entries = read(&self.entries);
         let f = entries.get(path)?;
         (f.id == *id).then(|| f.xattrs.clone())
+    }
+
+    /// One lookup for a cached file: when `path` is remembered at identity `id`, `header`
+    /// gets its remembered extended attributes and returns the header digest to look for;
+    /// the result is the digest remembered under it, with those attributes.
+    pub fn lookup(
+        &self,
+        path: &str,
+        id: &StatId,
+        header: impl FnOnce(&[(String, Vec<u8>)]) -> [u8; 32],
+    ) -> Option<([u8; 32], Xattrs)> {
+        let entries = read(&self.entries);
+        let f = entries.get(path)?;
+        if f.id != *id {
+            return None;
+        }
+        let wanted = header(&f.xattrs);
+        let digest = f
+            .digests
+            .iter()
+            .find(|(h, _)| *h == wanted)
+            .map(|(_, d)| *d)?;
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some((digest, f.xattrs.clone()))
     }
 
     /// The digest remembered for `path` at identity `id` under header digest `header`.

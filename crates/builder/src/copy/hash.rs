@@ -139,27 +139,34 @@ impl HashSettings<'_> {
         if e.kind != FileKind::File {
             return self.hash_entry(root, e);
         }
-        if let Some(id) = walked {
-            if let Some(xattrs) = memo.xattrs(&e.path, id) {
-                let mode = self.mode(e.kind, id.mode & 0o7777);
-                let header: [u8; 32] =
-                    Sha256::digest(self.header(e, mode, id.size, &xattrs).as_bytes()).into();
-                if let Some(digest) = memo.digest(&e.path, id, &header) {
-                    return Ok(Hashed {
-                        mode,
-                        size: id.size,
-                        mtime: id.mtime,
-                        dev_ino: (id.dev, id.ino),
-                        nlink: id.nlink,
-                        xattrs,
-                        digest,
-                    });
-                }
-            }
+        if let Some(hashed) = walked.and_then(|id| self.memo_hit(e, &e.path, id, memo)) {
+            return Ok(hashed);
         }
         let (hashed, id, header) = self.hash_entry_read(root, e)?;
         memo.insert(&e.path, id, hashed.xattrs.clone(), header, hashed.digest);
         Ok(hashed)
+    }
+
+    /// What the memo remembers for the regular file `e` at `path` (`e.path` is not read)
+    /// at its walked identity `id`, if it was hashed with the same header (one lookup;
+    /// nothing allocated for a file without extended attributes).
+    pub fn memo_hit(&self, e: &Entry, path: &str, id: &StatId, memo: &HashCache) -> Option<Hashed> {
+        if e.kind != FileKind::File {
+            return None;
+        }
+        let mode = self.mode(e.kind, id.mode & 0o7777);
+        let (digest, xattrs) = memo.lookup(path, id, |xattrs| {
+            Sha256::digest(self.header(e, mode, id.size, xattrs).as_bytes()).into()
+        })?;
+        Some(Hashed {
+            mode,
+            size: id.size,
+            mtime: id.mtime,
+            dev_ino: (id.dev, id.ino),
+            nlink: id.nlink,
+            xattrs,
+            digest,
+        })
     }
 
     /// Reads and hashes `e`; also returns the `fstat` identity of what was read and the

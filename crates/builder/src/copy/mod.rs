@@ -252,7 +252,10 @@ pub struct CopyPlan {
     inline: Vec<String>,
     tops: Vec<PlanTop>,
     items: Vec<Item>,
-    sources: SourcesInput,
+    /// The combined digest of the sources (the per-file records are made only on demand).
+    sources_digest: String,
+    /// The root of the downloads, whose records are keyed by their URL.
+    download_root: Option<usize>,
     /// Downloads live here until the plan is dropped.
     _downloads: Option<tempfile::TempDir>,
 }
@@ -450,8 +453,15 @@ pub fn prepare(req: &CopyRequest) -> Result<CopyPlan, Error> {
         .par_iter()
         .map(|item| match item.origin {
             Origin::Tree(r) => {
-                let entry = Entry {
-                    path: item.path.clone(),
+                // A context file the memo knows needs no owned copy of its path.
+                let walked = match memo {
+                    Some((index, _)) if r == 0 => {
+                        index.position(&item.path).and_then(|p| index.stat(p))
+                    }
+                    _ => None,
+                };
+                let mut entry = Entry {
+                    path: String::new(),
                     kind: item.kind,
                     mode: 0,
                     size: 0,
@@ -460,9 +470,14 @@ pub fn prepare(req: &CopyRequest) -> Result<CopyPlan, Error> {
                     rdev: item.rdev,
                     link_target: item.link.clone(),
                 };
+                if let (Some((_, memo)), Some(id)) = (memo, walked) {
+                    if let Some(hashed) = settings.memo_hit(&entry, &item.path, id, memo) {
+                        return Ok(hashed);
+                    }
+                }
+                entry.path = item.path.clone();
                 match memo {
-                    Some((index, memo)) if r == 0 => {
-                        let walked = index.position(&item.path).and_then(|p| index.stat(p));
+                    Some((_, memo)) if r == 0 => {
                         settings.hash_entry_memo(&roots[0], &entry, walked, memo)
                     }
                     _ => settings.hash_entry(&roots[r], &entry),
@@ -476,7 +491,7 @@ pub fn prepare(req: &CopyRequest) -> Result<CopyPlan, Error> {
     for (item, h) in items.iter_mut().zip(hashed) {
         item.hashed = h?;
     }
-    let sources = sources_input(&tops, &items, download_root);
+    let sources_digest = sources_digest(&tops, &items);
 
     Ok(CopyPlan {
         command,
@@ -488,7 +503,8 @@ pub fn prepare(req: &CopyRequest) -> Result<CopyPlan, Error> {
         inline: req.inline.iter().map(|f| f.content.clone()).collect(),
         tops,
         items,
-        sources,
+        sources_digest,
+        download_root,
         _downloads: downloads,
     })
 }
@@ -536,14 +552,12 @@ fn chown_spec(spec: &str) -> Result<ChownSpec, Error> {
     }
 }
 
-/// The cache-key view of the plan: the digest over every top (kind, source, name, and
-/// content digest, directories recursively), and a record per written entry keyed by its
-/// source path (`.` for a root; the URL for downloads; `<<NAME` for heredocs).
-fn sources_input(tops: &[PlanTop], items: &[Item], download_root: Option<usize>) -> SourcesInput {
+/// The combined digest of the plan (the cache-key view): over every top (kind, source,
+/// name, and content digest, directories recursively).
+fn sources_digest(tops: &[PlanTop], items: &[Item]) -> String {
     let mut enc = Encoder::new();
     enc.str("strata-copy-v1");
     enc.field("tops").list(tops.len());
-    let mut files = BTreeMap::new();
     for top in tops {
         let top_items = &items[top.items.clone()];
         let digest = match top.kind {
@@ -563,7 +577,20 @@ fn sources_input(tops: &[PlanTop], items: &[Item], download_root: Option<usize>)
             .str(&top.label)
             .str(&top.name)
             .bytes(&digest);
-        for item in top_items {
+    }
+    hash::hex_digest(&Sha256::digest(enc.as_bytes()).into())
+}
+
+/// A record per written entry keyed by its source path (`.` for a root; the URL for
+/// downloads; `<<NAME` for heredocs), to explain a miss.
+fn sources_files(
+    tops: &[PlanTop],
+    items: &[Item],
+    download_root: Option<usize>,
+) -> BTreeMap<String, FileInput> {
+    let mut files = BTreeMap::new();
+    for top in tops {
+        for item in &items[top.items.clone()] {
             let key = match item.origin {
                 Origin::Inline(_) => top.label.clone(),
                 Origin::Tree(r) if Some(r) == download_root => top.label.clone(),
@@ -581,10 +608,7 @@ fn sources_input(tops: &[PlanTop], items: &[Item], download_root: Option<usize>)
             );
         }
     }
-    SourcesInput {
-        digest: hash::hex_digest(&Sha256::digest(enc.as_bytes()).into()),
-        files,
-    }
+    files
 }
 
 impl CopyPlan {
@@ -592,7 +616,25 @@ impl CopyPlan {
     /// this copy writes and a record per file (mtimes never included; with `--chmod` and
     /// `--chown` the written mode and owner).
     pub fn sources_input(&self) -> SourcesInput {
-        self.sources.clone()
+        SourcesInput {
+            digest: self.sources_digest.clone(),
+            files: self.sources_files(),
+        }
+    }
+
+    /// [`CopyPlan::sources_input`] without the per-file records (the cache key needs only
+    /// the digest): cheap, where the records cost an allocation or two per copied file.
+    /// Keep the records with [`CopyPlan::sources_files`] when a miss may need them.
+    pub fn sources_key(&self) -> SourcesInput {
+        SourcesInput {
+            digest: self.sources_digest.clone(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// The per-file records of [`CopyPlan::sources_input`], made now.
+    pub fn sources_files(&self) -> BTreeMap<String, FileInput> {
+        sources_files(&self.tops, &self.items, self.download_root)
     }
 
     /// `COPY` or `ADD`.

@@ -533,7 +533,17 @@ impl<'t> Collector<'t> {
         } else {
             entry.path.len() + 1
         };
-        self.filter_below(prefix_len, &below, &mut entries)?;
+        if self.excludes.is_none() {
+            // Nothing to filter: the entries move into the top (no copy per file).
+            entries.reserve(below.len());
+            entries.extend(below.into_iter().map(|entry| Found {
+                rel: entry.path.get(prefix_len..).unwrap_or_default().to_string(),
+                entry,
+                overwrite_meta: true,
+            }));
+        } else {
+            self.filter_below(prefix_len, &below, &mut entries)?;
+        }
         self.tops.push(FoundTop {
             kind: TopKind::Contents,
             label: label.to_string(),

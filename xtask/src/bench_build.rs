@@ -268,6 +268,8 @@ fn strata_case(
 pub(crate) struct Dockerd {
     pub(crate) child: Child,
     socket: String,
+    /// The exec root (containerd's sockets), removed on drop.
+    exec: PathBuf,
 }
 
 impl Drop for Dockerd {
@@ -276,7 +278,16 @@ impl Drop for Dockerd {
             .arg(self.child.id().to_string())
             .status();
         let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.exec);
     }
+}
+
+/// A short folder for a dockerd's exec root: containerd puts its sockets there, and a
+/// socket path must fit in 108 bytes, which deep work folders do not.
+fn short_exec_root() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("sdx-{}-{n}", std::process::id()))
 }
 
 pub(crate) fn start_dockerd(work: &Path) -> anyhow::Result<Dockerd> {
@@ -288,7 +299,7 @@ pub(crate) fn start_dockerd(work: &Path) -> anyhow::Result<Dockerd> {
         bail!("dockerd is not installed (Debian's docker.io)");
     };
     let data = work.join("docker-data");
-    let exec = work.join("docker-exec");
+    let exec = short_exec_root();
     fs::create_dir_all(&data)?;
     fs::create_dir_all(&exec)?;
     let socket = work.join("docker.sock").display().to_string();
@@ -307,7 +318,11 @@ pub(crate) fn start_dockerd(work: &Path) -> anyhow::Result<Dockerd> {
         .stderr(log)
         .spawn()
         .context("starting dockerd")?;
-    let d = Dockerd { child, socket };
+    let d = Dockerd {
+        child,
+        socket,
+        exec,
+    };
     for _ in 0..120 {
         if docker(&d)
             .arg("info")

@@ -343,6 +343,24 @@ fn set_aside(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Lazily unmounts whatever the peers left mounted under `dir` (buildah's overlay homes,
+/// dockerd's data roots), deepest first, so that the work folder can go.
+fn unmount_under(dir: &Path) {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = dir.display().to_string();
+    let mut points: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = Command::new("umount").args(["-l", p]).status();
+    }
+}
+
 /// Disk usage in bytes of `dir` (`du -sx`), 0 when missing.
 fn disk_usage(dir: &Path) -> u64 {
     Command::new("du")
@@ -1142,6 +1160,7 @@ pub fn run(args: &PeersBenchArgs) -> anyhow::Result<()> {
         }
     }
     drop(env);
+    unmount_under(&work);
     let elapsed = started.elapsed().as_secs_f64();
 
     // ---- report ----

@@ -175,6 +175,20 @@ fn with_children(pid: u32) -> Vec<String> {
     out
 }
 
+/// Writes back every dirty page of the machine before a measurement (not timed).
+///
+/// A tool that syncs (strata's `syncfs` at each layer commit, buildah's and containerd's
+/// `fsync`s) would otherwise also wait for the writeback of whatever the previous tool (or
+/// the previous run) left dirty on the same filesystem, so its time would depend on the order
+/// of the runs.
+fn settle_writeback() -> anyhow::Result<()> {
+    let status = Command::new("sync").status().context("running sync")?;
+    if !status.success() {
+        bail!("sync failed: {status}");
+    }
+    Ok(())
+}
+
 /// Runs `cmd` as the tool runs it and measures it; fails when it fails.
 fn measure(cmd: &mut Command, daemon: Option<u32>) -> anyhow::Result<Sample> {
     let time_out = tempfile_path("time");
@@ -202,6 +216,7 @@ fn measure(cmd: &mut Command, daemon: Option<u32>) -> anyhow::Result<Sample> {
     if let Some(dir) = cmd.get_current_dir() {
         wrapped.current_dir(dir);
     }
+    settle_writeback()?;
     let pids = daemon.map(with_children).unwrap_or_default();
     if let Some(pid) = daemon {
         // Resets the peak resident set size (VmHWM) of the daemon.
@@ -946,6 +961,7 @@ fn physical_limits(work: &Path, ctx: &Path, runs: usize) -> anyhow::Result<BTree
         let tar = work.join(format!("limits-ctx-{run}.tar"));
         let out = work.join(format!("limits-x-{run}"));
         let mut time = |name: &str, cmd: &mut Command| -> anyhow::Result<()> {
+            settle_writeback()?;
             let start = Instant::now();
             quiet(cmd.stdout(Stdio::null()))?;
             samples
@@ -1204,6 +1220,8 @@ pub fn run(args: &PeersBenchArgs) -> anyhow::Result<()> {
          - strata: `strata build` (release build), a fresh store per run holding the base; cold = \
          that fresh store.\n\
          - Same busybox base everywhere (Debian busybox-static).\n\
+         - Before every measured command, `sync` (not timed): no tool waits for the writeback \
+         of what another left dirty.\n\
          - Nothing is deleted while the suite measures (every run of every tool gets fresh \
          folders; all are removed at the end): on this ext4, creating files right after a large \
          delete is several times slower.\n\

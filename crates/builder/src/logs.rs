@@ -56,8 +56,8 @@ impl BuildLogs {
     fn make(dir: &Path) -> Result<(), Error> {
         let root = dir.parent().unwrap_or(dir);
         std::fs::create_dir_all(root).map_err(|e| Error::io("create", root, e))?;
-        let mut old: Vec<PathBuf> = std::fs::read_dir(&root)
-            .map_err(|e| Error::io("list", &root, e))?
+        let mut old: Vec<PathBuf> = std::fs::read_dir(root)
+            .map_err(|e| Error::io("list", root, e))?
             .filter_map(Result::ok)
             .map(|e| e.path())
             .collect();

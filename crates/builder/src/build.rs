@@ -281,6 +281,10 @@ struct Build<'a> {
     remote_hits: Mutex<Vec<(CacheRecord, String)>>,
     /// What `COPY --from` sources hashed to in this build (for `--cache-to`).
     copy_hashes: Mutex<Vec<CopyHash>>,
+    /// Layer blobs seen in the store during this build (a local cache hit checks its
+    /// layer's; a step that ran wrote its own). The build's lease keeps GC from removing
+    /// them, so the final image need not look for them again.
+    present: Mutex<BTreeSet<Digest>>,
 }
 
 impl Engine {
@@ -442,6 +446,7 @@ impl Engine {
             remote: Arc::new(remote),
             remote_hits: Mutex::new(Vec::new()),
             copy_hashes: Mutex::new(Vec::new()),
+            present: Mutex::new(BTreeSet::new()),
         };
         // GC waits while we hold this, so nothing we write disappears before it is tagged.
         let lease = self.store().lease()?;
@@ -1509,6 +1514,10 @@ impl Build<'_> {
             let hit = match cache::lookup(store, &key)? {
                 Some(record) => {
                     cache::touch(store, &key)?;
+                    // `lookup` checked that the layer's blob is there.
+                    if let Some(l) = &record.layer {
+                        lock(&self.present).insert(l.digest);
+                    }
                     Some(record)
                 }
                 None => self.remote.lookup(&key, &below).map(|r| {
@@ -1632,6 +1641,9 @@ impl Build<'_> {
             },
             created,
         )?;
+        if let Some(l) = &layer {
+            lock(&self.present).insert(l.digest);
+        }
         self.apply_step(st, &record);
         Ok(())
     }
@@ -1821,14 +1833,26 @@ impl Build<'_> {
             config.oci.set_created(Some(rfc3339(e)));
         }
         // The image in the store is complete: layers of shared-cache hits are fetched now.
-        let layers = self
-            .remote
-            .ensure_local(self.engine, &st.layers, true, self.reporter)?;
+        // When every blob was seen during the build (the base image's are looked for now),
+        // nothing is fetched or looked for again.
+        let store = self.engine.store();
+        let present = {
+            let mut present = lock(&self.present);
+            for l in &st.layers {
+                if !present.contains(&l.blob.digest) && store.has_blob(&l.blob.digest) {
+                    present.insert(l.blob.digest);
+                }
+            }
+            present.clone()
+        };
+        let layers = if st.layers.iter().all(|l| present.contains(&l.blob.digest)) {
+            st.layers.clone()
+        } else {
+            self.remote
+                .ensure_local(self.engine, &st.layers, true, self.reporter)?
+        };
         let blobs: Vec<strata_store::Descriptor> = layers.iter().map(|l| l.blob.clone()).collect();
-        Ok(self
-            .engine
-            .store()
-            .write_image_raw(&config.to_bytes(), &blobs)?)
+        Ok(store.write_image_known(&config.to_bytes(), &blobs, &|d| present.contains(d))?)
     }
 
     /// Docker's warning for `--build-arg`s no stage declared.

@@ -281,6 +281,10 @@ struct Build<'a> {
     remote_hits: Mutex<Vec<(CacheRecord, String)>>,
     /// What `COPY --from` sources hashed to in this build (for `--cache-to`).
     copy_hashes: Mutex<Vec<CopyHash>>,
+    /// Layer blobs seen in the store during this build (a local cache hit checks its
+    /// layer's; a step that ran wrote its own). The build's lease keeps GC from removing
+    /// them, so the final image need not look for them again.
+    present: Mutex<BTreeSet<Digest>>,
 }
 
 impl Engine {
@@ -408,9 +412,10 @@ impl Engine {
 
         let build_id = format!("{}-{}", now_secs(), random_hex());
         let builder_dir = self.builder_dir();
-        let logs = BuildLogs::create(&builder_dir, &build_id)?;
+        // Both folders are made when first written to: a build whose steps are all cached
+        // writes neither.
+        let logs = BuildLogs::new(&builder_dir, &build_id);
         let scratch = builder_dir.join("tmp").join(&build_id);
-        std::fs::create_dir_all(&scratch).map_err(|e| Error::io("create", &scratch, e))?;
         let secrets = opts
             .secrets
             .iter()
@@ -441,6 +446,7 @@ impl Engine {
             remote: Arc::new(remote),
             remote_hits: Mutex::new(Vec::new()),
             copy_hashes: Mutex::new(Vec::new()),
+            present: Mutex::new(BTreeSet::new()),
         };
         // GC waits while we hold this, so nothing we write disappears before it is tagged.
         let lease = self.store().lease()?;
@@ -1073,6 +1079,7 @@ impl Build<'_> {
         let step_scratch = self.scratch.join(format!("step-{}", info.id.0));
         let cache_mounts = self.engine.builder_dir().join("cache-mounts");
         let created_by = plan.created_by.clone();
+        let mut scratch_made = false;
         let result = self.layer_step(
             st,
             info,
@@ -1093,6 +1100,7 @@ impl Build<'_> {
                         self.local_layers(layers)?;
                     }
                 }
+                scratch_made = true;
                 std::fs::create_dir_all(&step_scratch)
                     .map_err(|e| Error::io("create", &step_scratch, e))?;
                 let env = RunEnv {
@@ -1108,7 +1116,9 @@ impl Build<'_> {
                 runstep::execute(&plan, rootfs, &env, sink)
             },
         );
-        let _ = std::fs::remove_dir_all(&step_scratch);
+        if scratch_made {
+            let _ = std::fs::remove_dir_all(&step_scratch);
+        }
         result
     }
 
@@ -1186,9 +1196,8 @@ impl Build<'_> {
             .clone()
             .filter(|w| !w.is_empty())
             .unwrap_or_else(|| "/".into());
+        // Made by the views that need it (an empty stack's view is a folder in it).
         let step_scratch = self.scratch.join(format!("step-{}", info.id.0));
-        std::fs::create_dir_all(&step_scratch)
-            .map_err(|e| Error::io("create", &step_scratch, e))?;
         // A stage's or image's files are read from a mounted view, for hashing and copying;
         // it is mounted only when needed (a remembered hash spares it on a cache hit).
         let mut source_chain = None;
@@ -1333,12 +1342,14 @@ impl Build<'_> {
             _ => None,
         };
         let users_root = users_view.as_ref().map(|v| v.path().to_path_buf());
+        let mut scratch_used = users_view.is_some();
         let parent_before = st.parent.clone();
         // Where the files of this step's last layer are listed, so that a rebuild links
         // the unchanged ones instead of copying them (overlay only: committed folders are
         // lowers there; a --link layer is not kept as a folder).
-        let snap = self.engine.snapshotter()?;
-        let reuse_slot = (!linked && snap.driver() == strata_overlay::Driver::Overlay).then(|| {
+        // The snapshotter is only asked (in the action) when the step runs: a cache hit must
+        // not open it (opening probes overlayfs).
+        let reuse_slot = (!linked).then(|| {
             let mut slot = key.clone();
             slot.sources = None;
             self.engine
@@ -1368,8 +1379,10 @@ impl Build<'_> {
                         plan
                     }
                 };
-                let Some(slot) = &reuse_slot else {
-                    return plan.apply_with(rootfs, users_root.as_deref()).map(|_| ());
+                let snap = self.engine.snapshotter()?;
+                let slot = match &reuse_slot {
+                    Some(slot) if snap.driver() == strata_overlay::Driver::Overlay => slot,
+                    _ => return plan.apply_with(rootfs, users_root.as_deref()).map(|_| ()),
                 };
                 let previous = copy::PreviousLayer::load(slot, |name| {
                     let info = snap.stat(name).ok()?;
@@ -1386,9 +1399,12 @@ impl Build<'_> {
                 Ok(())
             },
         );
+        scratch_used |= source_view.get().is_some();
         drop(users_view);
         drop(source_view);
-        let _ = std::fs::remove_dir_all(&step_scratch);
+        if scratch_used {
+            let _ = std::fs::remove_dir_all(&step_scratch);
+        }
         result?;
         // Best effort: a list not kept only costs the next build a full copy.
         if let (Some(slot), Some(files)) = (&reuse_slot, copied.filter(|f| !f.is_empty())) {
@@ -1498,6 +1514,10 @@ impl Build<'_> {
             let hit = match cache::lookup(store, &key)? {
                 Some(record) => {
                     cache::touch(store, &key)?;
+                    // `lookup` checked that the layer's blob is there.
+                    if let Some(l) = &record.layer {
+                        lock(&self.present).insert(l.digest);
+                    }
                     Some(record)
                 }
                 None => self.remote.lookup(&key, &below).map(|r| {
@@ -1621,6 +1641,9 @@ impl Build<'_> {
             },
             created,
         )?;
+        if let Some(l) = &layer {
+            lock(&self.present).insert(l.digest);
+        }
         self.apply_step(st, &record);
         Ok(())
     }
@@ -1810,14 +1833,26 @@ impl Build<'_> {
             config.oci.set_created(Some(rfc3339(e)));
         }
         // The image in the store is complete: layers of shared-cache hits are fetched now.
-        let layers = self
-            .remote
-            .ensure_local(self.engine, &st.layers, true, self.reporter)?;
+        // When every blob was seen during the build (the base image's are looked for now),
+        // nothing is fetched or looked for again.
+        let store = self.engine.store();
+        let present = {
+            let mut present = lock(&self.present);
+            for l in &st.layers {
+                if !present.contains(&l.blob.digest) && store.has_blob(&l.blob.digest) {
+                    present.insert(l.blob.digest);
+                }
+            }
+            present.clone()
+        };
+        let layers = if st.layers.iter().all(|l| present.contains(&l.blob.digest)) {
+            st.layers.clone()
+        } else {
+            self.remote
+                .ensure_local(self.engine, &st.layers, true, self.reporter)?
+        };
         let blobs: Vec<strata_store::Descriptor> = layers.iter().map(|l| l.blob.clone()).collect();
-        Ok(self
-            .engine
-            .store()
-            .write_image_raw(&config.to_bytes(), &blobs)?)
+        Ok(store.write_image_known(&config.to_bytes(), &blobs, &|d| present.contains(d))?)
     }
 
     /// Docker's warning for `--build-arg`s no stage declared.

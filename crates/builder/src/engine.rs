@@ -122,9 +122,10 @@ pub struct PruneReport {
 
 /// A store and its snapshotter.
 ///
-/// The snapshotter is opened on first use ([`Engine::snapshotter`]): opening it probes
-/// overlayfs (a test mount) and checks every snapshot left by a crash, which a build whose
-/// steps are all cached never needs.
+/// The snapshotter is opened on first use ([`Engine::snapshotter`]): opening it locks its
+/// folder, may probe overlayfs (a test mount, when the kept result does not apply) and, after
+/// a process that did not end cleanly, checks every snapshot; a build whose steps are all
+/// cached never needs it.
 #[derive(Debug)]
 pub struct Engine {
     store: Store,

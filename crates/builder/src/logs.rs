@@ -4,11 +4,14 @@
 //! `<N>.log` there (`N` is the step's `#N`), every line as the process printed it, never cut,
 //! stderr and stdout interleaved in arrival order with stderr lines marked `[stderr] `.
 //! Progress renderers may shorten what they show; the file keeps everything. The folders of
-//! the [`KEEP_BUILDS`] most recent builds are kept.
+//! the [`KEEP_BUILDS`] most recent builds are kept. A build's folder is made when its first
+//! step prints, so a build whose steps are all cached (or silent) leaves none and does not
+//! push older logs out.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use crate::exec::{OutputSink, Stream};
 use crate::progress::{Event, Reporter, StepId};
@@ -18,19 +21,43 @@ use crate::Error;
 pub const KEEP_BUILDS: usize = 50;
 
 /// The log folder of one build.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BuildLogs {
     dir: PathBuf,
+    /// Whether the folder was made (and the oldest removed); tried once.
+    made: OnceLock<bool>,
 }
 
 impl BuildLogs {
-    /// Creates a new log folder under `<builder dir>/logs`, removing the oldest beyond
+    /// The log folder `<builder dir>/logs/<build_id>`, made (removing the oldest beyond
+    /// [`KEEP_BUILDS`]) when a step first writes to it.
+    pub fn new(builder_dir: &Path, build_id: &str) -> Self {
+        BuildLogs {
+            dir: builder_dir.join("logs").join(build_id),
+            made: OnceLock::new(),
+        }
+    }
+
+    /// Creates a new log folder under `<builder dir>/logs` now, removing the oldest beyond
     /// [`KEEP_BUILDS`].
     pub fn create(builder_dir: &Path, build_id: &str) -> Result<Self, Error> {
-        let root = builder_dir.join("logs");
-        std::fs::create_dir_all(&root).map_err(|e| Error::io("create", &root, e))?;
-        let mut old: Vec<PathBuf> = std::fs::read_dir(&root)
-            .map_err(|e| Error::io("list", &root, e))?
+        let logs = BuildLogs::new(builder_dir, build_id);
+        Self::make(&logs.dir)?;
+        let _ = logs.made.set(true);
+        Ok(logs)
+    }
+
+    /// Makes the folder (tried once), removing the oldest beyond [`KEEP_BUILDS`]; whether it
+    /// is there. A log is a convenience: failing to make it does not fail the build.
+    fn ensure(&self) -> bool {
+        *self.made.get_or_init(|| Self::make(&self.dir).is_ok())
+    }
+
+    fn make(dir: &Path) -> Result<(), Error> {
+        let root = dir.parent().unwrap_or(dir);
+        std::fs::create_dir_all(root).map_err(|e| Error::io("create", root, e))?;
+        let mut old: Vec<PathBuf> = std::fs::read_dir(root)
+            .map_err(|e| Error::io("list", root, e))?
             .filter_map(Result::ok)
             .map(|e| e.path())
             .collect();
@@ -40,12 +67,11 @@ impl BuildLogs {
                 let _ = std::fs::remove_dir_all(dir);
             }
         }
-        let dir = root.join(build_id);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
-        Ok(BuildLogs { dir })
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+        Ok(())
     }
 
-    /// The folder.
+    /// The folder (made when the first step prints: it may not exist).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -60,6 +86,7 @@ impl BuildLogs {
 pub struct StepSink<'a> {
     reporter: &'a dyn Reporter,
     step: StepId,
+    logs: &'a BuildLogs,
     path: PathBuf,
     file: Option<BufWriter<File>>,
     failed: bool,
@@ -70,10 +97,11 @@ pub struct StepSink<'a> {
 impl<'a> StepSink<'a> {
     /// Output of `step` goes to `reporter` and to its file in `logs` (created on the first
     /// line).
-    pub fn new(reporter: &'a dyn Reporter, step: StepId, logs: &BuildLogs) -> Self {
+    pub fn new(reporter: &'a dyn Reporter, step: StepId, logs: &'a BuildLogs) -> Self {
         StepSink {
             reporter,
             step,
+            logs,
             path: logs.step_path(step),
             file: None,
             failed: false,
@@ -86,6 +114,10 @@ impl<'a> StepSink<'a> {
             return;
         }
         if self.file.is_none() {
+            if !self.logs.ensure() {
+                self.failed = true;
+                return;
+            }
             match File::create(&self.path) {
                 Ok(f) => self.file = Some(BufWriter::new(f)),
                 Err(_) => {
@@ -170,6 +202,23 @@ mod tests {
         want.extend_from_slice(&long);
         want.push(b'\n');
         assert_eq!(text, want);
+    }
+
+    #[test]
+    fn the_folder_is_made_when_a_step_first_prints() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = BuildLogs::new(dir.path(), "b1");
+        let reporter = CollectingReporter::new();
+        {
+            let mut sink = StepSink::new(&reporter, StepId(2), &logs);
+            sink.finish();
+        }
+        assert!(!logs.dir().exists(), "a silent step makes no folder");
+        {
+            let mut sink = StepSink::new(&reporter, StepId(3), &logs);
+            sink.line(Stream::Stdout, b"hi");
+        }
+        assert_eq!(std::fs::read(logs.step_path(StepId(3))).unwrap(), b"hi\n");
     }
 
     #[test]

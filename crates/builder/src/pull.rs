@@ -36,6 +36,8 @@ pub(crate) struct Puller<'a> {
     client: &'a Client,
     policy: PullPolicy,
     reporter: &'a dyn Reporter,
+    /// What each name resolved to (pulled or found): a name read again (every `FROM` of the
+    /// same base) is the same image for the whole build, without reading the store again.
     pulled: Mutex<HashMap<String, Image>>,
 }
 
@@ -80,6 +82,12 @@ impl<'a> Puller<'a> {
             PullPolicy::Always => local.is_none() || reference.digest().is_none(),
         };
         if !pull {
+            if let Some(image) = &local {
+                self.pulled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.to_string(), image.clone());
+            }
             return Ok(local);
         }
         // A name that is a (short) image ID the store does not hold is no reference to pull.
@@ -177,6 +185,17 @@ mod tests {
             );
         }
         assert!(events.events().is_empty(), "nothing was pulled");
+        // A name is read from the store once per build: the same image for every FROM.
+        let once = Puller::new(&store, &client, PullPolicy::Never, &events);
+        assert!(once.resolve("127.0.0.1:9/app:1").unwrap().is_some());
+        let other = Reference::parse("127.0.0.1:9/moved:1").unwrap();
+        store.tag(&other, &image).unwrap();
+        assert!(once.resolve("127.0.0.1:9/moved:1").unwrap().is_some());
+        store.untag(&other).unwrap();
+        assert_eq!(
+            once.resolve("127.0.0.1:9/moved:1").unwrap().map(|i| i.id()),
+            Some(image.id())
+        );
         let never = Puller::new(&store, &client, PullPolicy::Never, &events);
         assert!(never.resolve("127.0.0.1:9/other:1").unwrap().is_none());
         let missing = Puller::new(&store, &client, PullPolicy::Missing, &events);

@@ -1,8 +1,17 @@
-//! Probing, once per open, whether overlayfs works here and how it must be mounted.
+//! Probing whether overlayfs works here and how it must be mounted.
+//!
+//! The probe (a test mount and a dozen file operations) answers for a kernel, a filesystem
+//! and a namespace, not for one process: its result is kept in `<home>/.overlay-caps` with
+//! what it depends on (the boot, the store folder's device and inode, the filesystem type,
+//! the user namespace's uid map), and probed again when any of those differs or the file is
+//! missing or unreadable. A new boot is a new kernel as far as the probe knows (modules,
+//! parameters), so a reboot always probes again.
 
 use std::path::Path;
 
-use crate::layout::random_hex;
+use serde::{Deserialize, Serialize};
+
+use crate::layout::{random_hex, write_atomic};
 use crate::meta::{get_xattr, Meta};
 use crate::mount::{overlay_options, unmount, Mount};
 
@@ -68,9 +77,89 @@ pub(crate) fn features(userns: bool, has: impl Fn(&str) -> bool) -> Vec<String> 
     f
 }
 
-/// Mount a tiny overlay in `home` and check whiteouts, opaque dirs and that renaming a lower
-/// directory does not leave a redirect. Returns why overlay cannot be used on failure.
-pub(crate) fn probe_overlay(home: &Path) -> Result<OverlayCaps, String> {
+/// The file in the driver's home that keeps the last probe's result.
+const CAPS_FILE: &str = ".overlay-caps";
+
+/// What `.overlay-caps` holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct KeptCaps {
+    /// What the result depends on ([`conditions`]); a different one means probing again.
+    conditions: String,
+    features: Vec<String>,
+    opaque_xattr: String,
+    userxattr: bool,
+    native_diff: bool,
+}
+
+/// What a probe's result depends on, as one string; `None` when it cannot be told (then the
+/// probe runs and nothing is kept).
+fn conditions(home: &Path) -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let st = rustix::fs::stat(home).ok()?;
+    let fs = rustix::fs::statfs(home).ok()?;
+    let uid_map = std::fs::read_to_string("/proc/self/uid_map").ok()?;
+    let uid_map: Vec<&str> = uid_map.split_whitespace().collect();
+    Some(format!(
+        "v1 boot={} dev={} ino={} fstype={:x} uid_map={}",
+        boot.trim(),
+        st.st_dev,
+        st.st_ino,
+        fs.f_type,
+        uid_map.join(" ")
+    ))
+}
+
+fn read_kept(home: &Path, want: &str) -> Option<OverlayCaps> {
+    let bytes = std::fs::read(home.join(CAPS_FILE)).ok()?;
+    let kept: KeptCaps = serde_json::from_slice(&bytes).ok()?;
+    if kept.conditions != want {
+        return None;
+    }
+    let opaque_xattr = match kept.opaque_xattr.as_str() {
+        "trusted.overlay.opaque" => "trusted.overlay.opaque",
+        "user.overlay.opaque" => "user.overlay.opaque",
+        _ => return None,
+    };
+    Some(OverlayCaps {
+        features: kept.features,
+        opaque_xattr,
+        userxattr: kept.userxattr,
+        native_diff: kept.native_diff,
+    })
+}
+
+/// [`probe_overlay`], answered from `<home>/.overlay-caps` when the conditions it was probed
+/// under still hold; a fresh success is kept there (best effort). Failures are not kept: the
+/// next open tries again.
+pub(crate) fn probe_overlay_kept(home: &Path) -> Result<OverlayCaps, String> {
+    check_root()?;
+    let want = conditions(home);
+    if let Some(caps) = want.as_deref().and_then(|w| read_kept(home, w)) {
+        return Ok(caps);
+    }
+    let caps = probe_overlay(home)?;
+    if let Some(conditions) = want {
+        let kept = KeptCaps {
+            conditions,
+            features: caps.features.clone(),
+            opaque_xattr: caps.opaque_xattr.to_string(),
+            userxattr: caps.userxattr,
+            native_diff: caps.native_diff,
+        };
+        if let Ok(bytes) = serde_json::to_vec(&kept) {
+            let _ = write_atomic(&home.join(CAPS_FILE), &bytes);
+        }
+    }
+    Ok(caps)
+}
+
+/// Forgets the kept probe result, so that the next open probes again (a mount with the kept
+/// options failed).
+pub(crate) fn forget_kept(home: &Path) {
+    let _ = std::fs::remove_file(home.join(CAPS_FILE));
+}
+
+fn check_root() -> Result<(), String> {
     if !rustix::process::geteuid().is_root() {
         return Err(
             "mounting overlayfs needs root, or root in a user namespace with its own mount namespace \
@@ -78,6 +167,13 @@ pub(crate) fn probe_overlay(home: &Path) -> Result<OverlayCaps, String> {
                 .into(),
         );
     }
+    Ok(())
+}
+
+/// Mount a tiny overlay in `home` and check whiteouts, opaque dirs and that renaming a lower
+/// directory does not leave a redirect. Returns why overlay cannot be used on failure.
+pub(crate) fn probe_overlay(home: &Path) -> Result<OverlayCaps, String> {
+    check_root()?;
     let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
     if !filesystems
         .lines()

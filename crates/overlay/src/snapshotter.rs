@@ -6,6 +6,8 @@ use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 use rustix::fs::{FlockOperation, Mode, OFlags};
@@ -20,7 +22,7 @@ use crate::layout::{
     MAX_LOWERS,
 };
 use crate::mount::{overlay_options, unmount, Mount};
-use crate::probe::{probe_overlay, OverlayCaps};
+use crate::probe::{forget_kept, probe_overlay_kept, OverlayCaps};
 use crate::tar_write::{write_tar, TarOptions, TarStats};
 use crate::tree::LayerStack;
 use crate::unpack::{Applier, Target, UnpackOptions, UnpackStats};
@@ -134,12 +136,36 @@ pub struct LayerSource {
 }
 
 /// The snapshotter of one store.
+///
+/// Every process that opens it leaves a mark in `<home>/.users/` and removes it when it is
+/// done and left nothing behind (no mount of its own, no folder it failed to remove). A mark
+/// found by the next process to have the store to itself means a process died (or gave up)
+/// mid-way: only then does that process run crash recovery, which reads every snapshot.
 #[derive(Debug)]
 pub struct Snapshotter {
     home: PathBuf,
     driver: Driver,
     caps: OverlayCaps,
+    /// This process's mark in `.users/` (`None`: it could not be made, so recovery runs next).
+    mark: Option<PathBuf>,
+    /// Mount points this process mounted and has not unmounted (kept mounts excepted).
+    mounted: Mutex<HashSet<PathBuf>>,
+    /// Something was left behind that crash recovery should clean up.
+    dirty: AtomicBool,
     _lock: std::fs::File,
+}
+
+impl Drop for Snapshotter {
+    fn drop(&mut self) {
+        let clean = !self.dirty.load(Ordering::Relaxed)
+            && !std::thread::panicking()
+            && self.mounted.lock().map(|m| m.is_empty()).unwrap_or(false);
+        if clean {
+            if let Some(mark) = &self.mark {
+                let _ = std::fs::remove_file(mark);
+            }
+        }
+    }
 }
 
 fn now() -> i64 {
@@ -191,28 +217,31 @@ impl Snapshotter {
         }
         std::fs::create_dir_all(store_root).ctx("create", store_root)?;
         let store_root = store_root.canonicalize().ctx("resolve", store_root)?;
+        let overlay_home = store_root.join("overlay");
         let (driver, caps) = match driver {
             Some(Driver::Vfs) => (Driver::Vfs, OverlayCaps::default()),
             Some(Driver::Overlay) => {
-                let home = store_root.join("overlay");
-                mkdir_mode(&home, 0o710)?;
-                let caps = probe_overlay(&home).map_err(|reason| Error::DriverUnavailable {
-                    driver: "overlay",
-                    reason,
+                mkdir_mode(&overlay_home, 0o710)?;
+                let caps = probe_overlay_kept(&overlay_home).map_err(|reason| {
+                    Error::DriverUnavailable {
+                        driver: "overlay",
+                        reason,
+                    }
                 })?;
                 (Driver::Overlay, caps)
             }
             None => {
-                let home = store_root.join("overlay");
-                mkdir_mode(&home, 0o710)?;
-                match probe_overlay(&home) {
+                mkdir_mode(&overlay_home, 0o710)?;
+                match probe_overlay_kept(&overlay_home) {
                     Ok(caps) => (Driver::Overlay, caps),
                     Err(_) => (Driver::Vfs, OverlayCaps::default()),
                 }
             }
         };
         let home = store_root.join(driver.name());
-        mkdir_mode(&home, 0o710)?;
+        if driver == Driver::Vfs {
+            mkdir_mode(&home, 0o710)?;
+        }
         mkdir_mode(&home.join("l"), 0o700)?;
         mkdir_mode(&home.join(".trash"), 0o700)?;
         mkdir_mode(&home.join(".empty"), 0o700)?;
@@ -223,18 +252,52 @@ impl Snapshotter {
             .write(true)
             .open(&lock_path)
             .ctx("open", &lock_path)?;
-        let snap = Snapshotter {
+        let mut snap = Snapshotter {
             home,
             driver,
             caps,
+            mark: None,
+            mounted: Mutex::new(HashSet::new()),
+            dirty: AtomicBool::new(false),
             _lock: lock,
         };
+        let users = snap.home.join(".users");
         if rustix::fs::flock(snap._lock.as_fd(), FlockOperation::NonBlockingLockExclusive).is_ok() {
-            snap.recover()?;
+            // Alone with the store: recover if a process before us did not end cleanly (or
+            // the store predates the marks: no `.users/` yet); else only empty the trash.
+            let left: Vec<PathBuf> = match std::fs::read_dir(&users) {
+                Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    mkdir_mode(&users, 0o700)?;
+                    vec![users.clone()]
+                }
+                Err(e) => return Err(Error::io("read dir", &users, e)),
+            };
+            if left.is_empty() {
+                snap.empty_trash()?;
+            } else {
+                snap.recover()?;
+                for m in left.iter().filter(|m| **m != users) {
+                    let _ = std::fs::remove_file(m);
+                }
+            }
         }
         rustix::fs::flock(snap._lock.as_fd(), FlockOperation::LockShared)
             .ctx("lock", &lock_path)?;
+        // Best effort: without a mark (a full disk), a crash of this process goes unnoticed
+        // and what it leaves behind stays until a later recovery.
+        let mark = users.join(format!("{}-{}", std::process::id(), random_hex()?));
+        if std::fs::File::create(&mark).is_ok() {
+            snap.mark = Some(mark);
+        }
         Ok(snap)
+    }
+
+    /// Removes a folder this process made aside; when that fails, recovery cleans it later.
+    fn discard(&self, path: &Path) {
+        if remove_tree(path).is_err() {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The driver in use.
@@ -365,7 +428,7 @@ impl Snapshotter {
             fill(&tmp)
         })();
         if let Err(e) = filled {
-            let _ = remove_tree(&tmp.dir);
+            self.discard(&tmp.dir);
             return Err(e);
         }
         self.install(&tmp, key, kind, parent, &links)
@@ -405,12 +468,12 @@ impl Snapshotter {
         let (info, link) = match result {
             Ok(v) => v,
             Err(e) => {
-                let _ = remove_tree(&tmp.dir);
+                self.discard(&tmp.dir);
                 return Err(e);
             }
         };
         if let Err(e) = std::fs::rename(&tmp.dir, self.home.join(&id)) {
-            let _ = remove_tree(&tmp.dir);
+            self.discard(&tmp.dir);
             let code = e.raw_os_error();
             if code == Some(rustix::io::Errno::EXIST.raw_os_error())
                 || code == Some(rustix::io::Errno::NOTEMPTY.raw_os_error())
@@ -509,7 +572,16 @@ impl Snapshotter {
         let target = self.folder(&info.id).merged();
         mkdir_mode(&target, 0o700)?;
         for m in self.mounts(key)? {
-            m.mount(&target)?;
+            if let Err(e) = m.mount(&target) {
+                if self.driver == Driver::Overlay {
+                    // Probe again next time: the kept probe result may be what is wrong.
+                    forget_kept(&self.home);
+                }
+                return Err(e);
+            }
+            if let Ok(mut mounted) = self.mounted.lock() {
+                mounted.insert(target.clone());
+            }
         }
         Ok(target)
     }
@@ -521,7 +593,13 @@ impl Snapshotter {
         let folder = self.folder(&info.id);
         let target = folder.merged();
         while crate::mount::is_mounted(&target)? {
-            unmount(&target)?;
+            if let Err(e) = unmount(&target) {
+                self.dirty.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        if let Ok(mut mounted) = self.mounted.lock() {
+            mounted.remove(&target);
         }
         match std::fs::remove_file(folder.kept_mark()) {
             Ok(()) => Ok(()),
@@ -548,6 +626,10 @@ impl Snapshotter {
             None => self.mount(key)?,
         };
         write_atomic(&folder.kept_mark(), b"")?;
+        // Kept on purpose: not something this process left behind.
+        if let Ok(mut mounted) = self.mounted.lock() {
+            mounted.remove(&path);
+        }
         Ok(path)
     }
 
@@ -848,7 +930,7 @@ impl Snapshotter {
                 }
             }
         }
-        let _ = remove_tree(&tmp);
+        self.discard(&tmp);
         result
     }
 
@@ -955,7 +1037,7 @@ impl Snapshotter {
                 match r {
                     Ok(()) => Ok((tmp, a)),
                     Err(e) => {
-                        let _ = remove_tree(&tmp);
+                        self.discard(&tmp);
                         Err(e)
                     }
                 }
@@ -973,7 +1055,7 @@ impl Snapshotter {
         }
         if let Some(e) = first_err {
             for (tmp, _) in &staged_ok {
-                let _ = remove_tree(tmp);
+                self.discard(tmp);
             }
             return Err(e);
         }
@@ -1001,9 +1083,9 @@ impl Snapshotter {
             match done {
                 Ok(stats) => out.push(stats),
                 Err(e) => {
-                    let _ = remove_tree(&tmp);
+                    self.discard(&tmp);
                     for (_, (t, _)) in rest {
-                        let _ = remove_tree(&t);
+                        self.discard(&t);
                     }
                     return Err(e);
                 }

@@ -50,28 +50,46 @@ pub(crate) fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>> {
     read_capped_file(file, path, max)
 }
 
-/// [`read_capped`] of an open file: one read of the size the file has (plus one to see its
-/// end), rather than reads of growing sizes.
+/// Bytes [`read_capped_file`] reads before it asks the file's size: store metadata (refs,
+/// records, manifests) is mostly smaller, and is then read without a `stat`.
+const FIRST_READ: usize = 8 * 1024;
+
+/// [`read_capped`] of an open file: the first [`FIRST_READ`] bytes without asking the size
+/// (one read and one that finds the end, for the small files the store keeps); a larger
+/// file is then read in one read of the size it has, rather than reads of growing sizes.
 pub(crate) fn read_capped_file(file: File, path: &Path, max: u64) -> Result<Vec<u8>> {
     use std::io::Read;
-    let known = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if known > max {
-        return Err(Error::content(
+    let too_large = || {
+        Error::content(
             path.display().to_string(),
             format!("larger than {max} bytes"),
-        ));
+        )
+    };
+    let mut file = file.take(max + 1);
+    let first = usize::try_from(max + 1).map_or(FIRST_READ, |m| m.min(FIRST_READ));
+    let mut out = vec![0u8; first];
+    let mut filled = 0;
+    while filled < out.len() {
+        match file.read(&mut out[filled..]) {
+            Ok(0) => {
+                out.truncate(filled);
+                return Ok(out);
+            }
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read", path, e)),
+        }
     }
-    // Room for the whole file and a byte more, so that the read that finds the end needs no
-    // new allocation (a file that grew meanwhile is still read whole, up to the cap).
-    let mut out = Vec::with_capacity(usize::try_from(known).unwrap_or(0) + 1);
-    file.take(max + 1)
-        .read_to_end(&mut out)
+    // Full: the rest in one read of the size the file has, plus one byte to see its end.
+    let known = file.get_ref().metadata().map(|m| m.len()).unwrap_or(0);
+    if known > max {
+        return Err(too_large());
+    }
+    out.reserve(usize::try_from(known).unwrap_or(0).saturating_sub(filled) + 1);
+    file.read_to_end(&mut out)
         .map_err(|e| Error::io("read", path, e))?;
     if out.len() as u64 > max {
-        return Err(Error::content(
-            path.display().to_string(),
-            format!("larger than {max} bytes"),
-        ));
+        return Err(too_large());
     }
     Ok(out)
 }
@@ -93,4 +111,36 @@ pub(crate) fn read_dir_files(dir: &Path, max: u64) -> Result<Vec<Vec<u8>>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capped_reads_return_whole_files_and_refuse_larger_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let max = 3 * FIRST_READ as u64;
+        for len in [
+            0,
+            10,
+            FIRST_READ - 1,
+            FIRST_READ,
+            FIRST_READ + 1,
+            max as usize,
+        ] {
+            let path = dir.path().join(format!("f{len}"));
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            std::fs::write(&path, &data).unwrap();
+            assert_eq!(read_capped(&path, max).unwrap(), data, "{len} bytes");
+        }
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![1u8; max as usize + 1]).unwrap();
+        assert!(read_capped(&big, max).is_err());
+        // A cap under the first read's size.
+        let small = dir.path().join("small");
+        std::fs::write(&small, [2u8; 101]).unwrap();
+        assert!(read_capped(&small, 100).is_err());
+        assert_eq!(read_capped(&small, 101).unwrap(), [2u8; 101]);
+    }
 }

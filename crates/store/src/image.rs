@@ -158,6 +158,18 @@ impl Store {
     /// Write an image from exact config bytes and layer blobs already in the store (loading
     /// keeps foreign configs byte for byte). Checks the config and the layer count.
     pub fn write_image_raw(&self, config_bytes: &[u8], layers: &[Descriptor]) -> Result<Image> {
+        self.write_image_known(config_bytes, layers, &|_| false)
+    }
+
+    /// [`Store::write_image_raw`] for a caller that has seen some of the layer blobs in the
+    /// store while holding a lease (so GC cannot have removed them): those `present` vouches
+    /// for are not looked for again.
+    pub fn write_image_known(
+        &self,
+        config_bytes: &[u8],
+        layers: &[Descriptor],
+        present: &dyn Fn(&Digest) -> bool,
+    ) -> Result<Image> {
         let parsed = ImageConfig::parse(config_bytes)?;
         let diff_ids = parsed.diff_ids()?;
         if diff_ids.len() != layers.len() {
@@ -171,7 +183,7 @@ impl Store {
             ));
         }
         for l in layers {
-            if !self.has_blob(&l.digest) {
+            if !present(&l.digest) && !self.has_blob(&l.digest) {
                 return Err(Error::BlobNotFound { digest: l.digest });
             }
         }

@@ -397,10 +397,15 @@ pub fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     // Stages run on threads of their own; their CPU-parallel work goes to rayon's global
     // pool, sized here (a binary may build it; the libraries only use it). It can only be
     // built once per process: a second build in the same process keeps the first pool.
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(jobs)
-        .thread_name(|i| format!("strata-build-{i}"))
-        .build_global();
+    // Without --jobs the pool rayon makes on first use has the same size (one thread per
+    // CPU); leaving it to rayon spares a build that never uses it (all cached, no context)
+    // starting threads that spin for work on the cores the build itself needs.
+    if args.jobs.is_some() {
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(jobs)
+            .thread_name(|i| format!("strata-build-{i}"))
+            .build_global();
+    }
     let engine = global.open_engine()?;
     let cancel = install_cancel_handler()?;
     let result = engine.build(&opts, reporter.as_ref(), &cancel);

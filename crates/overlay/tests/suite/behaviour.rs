@@ -443,13 +443,131 @@ macro_rules! for_both_drivers {
     };
 }
 
+/// Recovery (which reads every snapshot) runs only after a process that did not end
+/// cleanly: one that died (its mark is left in `.users/`) or left a mount of its own behind.
+/// A clean close leaves the next open to empty the trash only.
+fn recovery_follows_unclean_ends_only(driver: Driver) {
+    let (dir, snap) = store(driver);
+    let root = dir.path().join("store");
+    let home = snap.home().to_path_buf();
+    snap.unpack("base", None, &base_tar()[..], &UnpackOptions::default())
+        .unwrap();
+    snap.view("v", Some("base")).unwrap();
+    snap.mount("v").unwrap();
+    snap.unmount("v").unwrap();
+    snap.remove("v").unwrap();
+    drop(snap);
+    assert_eq!(std::fs::read_dir(home.join(".users")).unwrap().count(), 0);
+
+    // A clean end: a stray folder (not made by a snapshotter) is not looked at; the trash
+    // is emptied.
+    std::fs::create_dir(home.join(".tmp-stray")).unwrap();
+    let snap = Snapshotter::open(&root, Some(driver)).unwrap();
+    assert!(
+        home.join(".tmp-stray").exists(),
+        "no recovery after a clean end"
+    );
+    assert_eq!(std::fs::read_dir(home.join(".trash")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(home.join(".users")).unwrap().count(), 1);
+    drop(snap);
+
+    // A process that died leaves its mark: the next one recovers and clears the mark.
+    std::fs::write(home.join(".users/4000000-dead"), "").unwrap();
+    let snap = Snapshotter::open(&root, Some(driver)).unwrap();
+    assert!(!home.join(".tmp-stray").exists(), "recovered");
+    assert!(!home.join(".users/4000000-dead").exists());
+    assert_eq!(
+        snap.stat("base").unwrap().kind,
+        strata_overlay::Kind::Committed
+    );
+
+    // A mount left behind by a process that otherwise ended well also means recovery.
+    snap.view("left", Some("base")).unwrap();
+    let left = snap.mount("left").unwrap();
+    drop(snap);
+    assert_eq!(std::fs::read_dir(home.join(".users")).unwrap().count(), 1);
+    let snap = Snapshotter::open(&root, Some(driver)).unwrap();
+    assert!(
+        !strata_overlay::mount::is_mounted(&left).unwrap(),
+        "unmounted"
+    );
+    snap.remove("left").unwrap();
+    drop(snap);
+    assert_eq!(std::fs::read_dir(home.join(".users")).unwrap().count(), 0);
+
+    // A store from before the marks (no `.users/`) is recovered once.
+    std::fs::remove_dir(home.join(".users")).unwrap();
+    std::fs::create_dir(home.join(".tmp-old")).unwrap();
+    drop(Snapshotter::open(&root, Some(driver)).unwrap());
+    assert!(!home.join(".tmp-old").exists());
+    drop(dir);
+}
+
 for_both_drivers!(
     round_trip,
     shared_prefix,
     depth_limit,
     lifecycle,
-    kept_mounts_survive_recovery
+    kept_mounts_survive_recovery,
+    recovery_follows_unclean_ends_only
 );
+
+/// The overlay probe's result is kept in `.overlay-caps` under what it depends on: a later
+/// open reuses it; a missing, corrupt or foreign (another boot, another folder) one means
+/// probing again, and the mount options come out the same.
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn the_overlay_probe_is_kept_and_checked() {
+    let (dir, snap) = store(Driver::Overlay);
+    let root = dir.path().join("store");
+    snap.unpack("base", None, &base_tar()[..], &UnpackOptions::default())
+        .unwrap();
+    let caps = snap.home().join(".overlay-caps");
+    let features = snap.mount_features().to_vec();
+    drop(snap);
+    let kept = std::fs::read_to_string(&caps).unwrap();
+    assert!(kept.contains("boot="), "{kept}");
+    let reopen = || {
+        let s = Snapshotter::open(&root, None).unwrap();
+        assert_eq!(s.driver(), Driver::Overlay);
+        assert_eq!(s.mount_features(), features);
+    };
+    // Kept: the probe folder is not made again (its mtime stays).
+    let before = std::fs::metadata(&caps).unwrap().modified().unwrap();
+    reopen();
+    assert_eq!(
+        std::fs::metadata(&caps).unwrap().modified().unwrap(),
+        before
+    );
+    for bad in [
+        "not json".to_string(),
+        kept.replace("boot=", "boot=other-"),
+        kept.replace("\"features\":[", "\"features\":[\"bogus\","),
+    ] {
+        std::fs::write(&caps, &bad).unwrap();
+        if bad.contains("bogus") {
+            // Same conditions: the kept (here: tampered) options are believed...
+            let s = Snapshotter::open(&root, None).unwrap();
+            assert!(s.mount_features().iter().any(|f| f == "bogus"));
+            s.prepare("v", Some("base")).unwrap();
+            // ...until a mount with them fails, which forgets them.
+            assert!(s.mount("v").is_err());
+            assert!(!caps.exists(), "forgotten after a failed mount");
+            s.remove("v").unwrap();
+            drop(s);
+        }
+        reopen();
+        assert_eq!(
+            std::fs::read_to_string(&caps).unwrap(),
+            kept,
+            "probed again"
+        );
+    }
+    std::fs::remove_file(&caps).unwrap();
+    reopen();
+    assert_eq!(std::fs::read_to_string(&caps).unwrap(), kept);
+    drop(dir);
+}
 
 #[test]
 #[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]

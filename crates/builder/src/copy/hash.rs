@@ -33,6 +33,24 @@ use crate::Error;
 
 thread_local! {
     static BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; 128 * 1024]);
+    /// The last header hashed on this thread and its digest: the files of a copy mostly
+    /// share their header (same mode, owner, and often size), and a memo hit needs only it.
+    static LAST_HEADER: RefCell<(Vec<u8>, [u8; 32])> = const { RefCell::new((Vec::new(), [0; 32])) };
+}
+
+/// The sha256 of the header bytes `header` (the same bytes as last time on this thread
+/// are not hashed again).
+fn header_digest(header: &[u8]) -> [u8; 32] {
+    LAST_HEADER.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0.is_empty() || last.0 != header {
+            let digest = Sha256::digest(header).into();
+            last.0.clear();
+            last.0.extend_from_slice(header);
+            last.1 = digest;
+        }
+        last.1
+    })
 }
 
 /// How the owner enters an entry's digest.
@@ -156,7 +174,7 @@ impl HashSettings<'_> {
         }
         let mode = self.mode(e.kind, id.mode & 0o7777);
         let (digest, xattrs) = memo.lookup(path, id, |xattrs| {
-            Sha256::digest(self.header(e, mode, id.size, xattrs).as_bytes()).into()
+            header_digest(self.header(e, mode, id.size, xattrs).as_bytes())
         })?;
         Some(Hashed {
             mode,

@@ -147,8 +147,9 @@ struct Loaded {
     end: usize,
     /// Offset in `bytes` of each record, of its path bytes, and the path's length.
     records: Vec<(u32, u32, u32)>,
-    /// Path to record, over the paths in `bytes`.
-    table: PathTable,
+    /// Path to record, over the paths in `bytes`; built on the first lookup that the
+    /// caller's guess (the record after the previous one) does not answer.
+    table: std::sync::OnceLock<PathTable>,
 }
 
 /// One loaded record, borrowed from the body.
@@ -192,8 +193,24 @@ impl Loaded {
         &self.bytes[start as usize..start as usize + len as usize]
     }
 
+    fn table(&self) -> &PathTable {
+        self.table.get_or_init(|| {
+            PathTable::build(self.records.len(), |i| self.path(i)).unwrap_or_default()
+        })
+    }
+
     fn find(&self, path: &str) -> Option<usize> {
-        self.table.find(path.as_bytes(), |i| self.path(i))
+        self.table().find(path.as_bytes(), |i| self.path(i))
+    }
+
+    /// [`Loaded::find`], trying the record at `guess` first.
+    fn find_near(&self, path: &str, guess: usize) -> Option<usize> {
+        // Should a (damaged but summed) file repeat a path, either record is one that was
+        // true when written: the identity check decides as for any record.
+        if guess < self.records.len() && self.path(guess) == path.as_bytes() {
+            return Some(guess);
+        }
+        self.find(path)
     }
 
     /// The record at `i` (it was checked when loaded).
@@ -286,7 +303,7 @@ impl HashCache {
     fn loaded_paths(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.loaded.records.len()).filter(|&i| {
             self.loaded
-                .table
+                .table()
                 .find(self.loaded.path(i), |j| self.loaded.path(j))
                 == Some(i)
         })
@@ -298,6 +315,7 @@ impl HashCache {
         &self,
         path: &str,
         id: &StatId,
+        guess: usize,
         f: impl FnOnce(
             &dyn Fn() -> Xattrs,
             &[(String, Vec<u8>)],
@@ -317,7 +335,8 @@ impl HashCache {
                 }
             }
         }
-        let view = self.loaded.view(self.loaded.find(path)?)?;
+        let at = self.loaded.find_near(path, guess)?;
+        let view = self.loaded.view(at)?;
         if view.id != *id {
             return None;
         }
@@ -327,7 +346,7 @@ impl HashCache {
 
     /// The extended attributes remembered for `path` if its identity is still `id`.
     pub fn xattrs(&self, path: &str, id: &StatId) -> Option<Vec<(String, Vec<u8>)>> {
-        self.with_entry(path, id, |owned, _, _| Some(owned()))
+        self.with_entry(path, id, 0, |owned, _, _| Some(owned()))
     }
 
     /// One lookup for a cached file: when `path` is remembered at identity `id`, `header`
@@ -339,7 +358,22 @@ impl HashCache {
         id: &StatId,
         header: impl FnOnce(&[(String, Vec<u8>)]) -> [u8; 32],
     ) -> Option<([u8; 32], Xattrs)> {
-        let found = self.with_entry(path, id, |owned, xattrs, find| {
+        self.lookup_near(path, id, 0, header)
+    }
+
+    /// [`HashCache::lookup`] trying the record at `guess` first: the memo is saved in walk
+    /// order (see [`HashCache::save_in_order`]), so the record of the regular file at a
+    /// position of the walk is, while the context keeps its files, at the number of
+    /// regular files before it ([`crate::context::ContextIndex::file_rank`]). The path
+    /// is compared either way; a wrong guess only costs a lookup by path.
+    pub fn lookup_near(
+        &self,
+        path: &str,
+        id: &StatId,
+        guess: usize,
+        header: impl FnOnce(&[(String, Vec<u8>)]) -> [u8; 32],
+    ) -> Option<([u8; 32], Xattrs)> {
+        let found = self.with_entry(path, id, guess, |owned, xattrs, find| {
             let digest = find(&header(xattrs))?;
             Some((digest, owned()))
         });
@@ -351,7 +385,7 @@ impl HashCache {
 
     /// The digest remembered for `path` at identity `id` under header digest `header`.
     pub fn digest(&self, path: &str, id: &StatId, header: &[u8; 32]) -> Option<[u8; 32]> {
-        let found = self.with_entry(path, id, |_, _, find| find(header));
+        let found = self.with_entry(path, id, 0, |_, _, find| find(header));
         if found.is_some() {
             self.hits.fetch_add(1, Ordering::Relaxed);
         }
@@ -409,29 +443,52 @@ impl HashCache {
     /// Writes the memo if it learnt something, keeping only the paths `keep` accepts (the
     /// files of this build's context). Best effort: returns whether it was written.
     pub fn save(&self, keep: impl Fn(&str) -> bool) -> bool {
+        let fresh = read(&self.fresh);
+        let mut paths: Vec<&str> = self
+            .loaded_paths()
+            .filter_map(|i| std::str::from_utf8(self.loaded.path(i)).ok())
+            .chain(fresh.keys().map(String::as_str))
+            .filter(|p| keep(p))
+            .collect();
+        paths.sort_unstable();
+        paths.dedup();
+        self.write_paths(&fresh, paths)
+    }
+
+    /// Writes the memo if it learnt something, with the remembered ones of `paths` (the
+    /// files of this build's context, in walk order, so the next build's lookups in that
+    /// order find each record next to the previous one). Best effort: returns whether it
+    /// was written.
+    pub fn save_in_order<'a>(&self, paths: impl IntoIterator<Item = &'a str>) -> bool {
+        let fresh = read(&self.fresh);
+        self.write_paths(&fresh, paths)
+    }
+
+    fn write_paths<'a>(
+        &self,
+        fresh: &HashMap<String, CachedFile>,
+        paths: impl IntoIterator<Item = &'a str>,
+    ) -> bool {
         if !self.dirty.load(Ordering::Relaxed) {
             return false;
         }
-        let bytes = {
-            let fresh = read(&self.fresh);
-            let mut body = Vec::with_capacity(self.loaded.bytes.len() + fresh.len() * 160);
-            put_u64(&mut body, 0);
-            let mut n = 0u64;
-            // Unchanged records are copied as they were read.
-            for i in self.loaded_paths() {
-                let path = std::str::from_utf8(self.loaded.path(i)).unwrap_or_default();
-                if !fresh.contains_key(path) && keep(path) {
-                    body.extend_from_slice(self.loaded.raw(i));
-                    n += 1;
-                }
-            }
-            for (path, f) in fresh.iter().filter(|(p, _)| keep(p)) {
+        let mut body = Vec::with_capacity(self.loaded.bytes.len() + fresh.len() * 160);
+        put_u64(&mut body, 0);
+        let mut n = 0u64;
+        let mut cursor = 0;
+        for path in paths {
+            if let Some(f) = fresh.get(path) {
                 encode_record(&mut body, path, f);
                 n += 1;
+            } else if let Some(i) = self.loaded.find_near(path, cursor) {
+                // Unchanged records are copied as they were read.
+                cursor = i + 1;
+                body.extend_from_slice(self.loaded.raw(i));
+                n += 1;
             }
-            body[..8].copy_from_slice(&n.to_le_bytes());
-            seal(body)
-        };
+        }
+        body[..8].copy_from_slice(&n.to_le_bytes());
+        let bytes = seal(body);
         let Some(dir) = self.path.parent() else {
             return false;
         };
@@ -625,14 +682,12 @@ fn decode(bytes: Vec<u8>) -> Option<Loaded> {
     if !r.buf.is_empty() {
         return None;
     }
-    let mut loaded = Loaded {
+    Some(Loaded {
         bytes,
         end,
         records,
-        table: PathTable::default(),
-    };
-    loaded.table = PathTable::build(loaded.records.len(), |i| loaded.path(i))?;
-    Some(loaded)
+        table: std::sync::OnceLock::new(),
+    })
 }
 
 #[cfg(test)]
@@ -726,6 +781,37 @@ mod tests {
         });
         assert_eq!(found.map(|f| f.0), Some([6; 32]));
         assert_eq!(third.hits(), 5);
+    }
+
+    #[test]
+    fn saved_in_walk_order_and_found_by_guess_or_by_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = tempfile::tempdir().unwrap();
+        let cache = HashCache::open(dir.path(), ctx.path());
+        let order = ["a", "b/c", "b/d", "e"];
+        for (i, p) in order.iter().enumerate().rev() {
+            cache.insert(p, old_id(i as u64), Vec::new(), [1; 32], [i as u8; 32]);
+        }
+        // "x" is remembered but not in this walk: left out.
+        cache.insert("x", old_id(9), Vec::new(), [1; 32], [9; 32]);
+        assert!(cache.save_in_order(["", "a", "b", "b/c", "b/d", "e"]));
+        let again = HashCache::open(dir.path(), ctx.path());
+        let saved: Vec<&[u8]> = (0..again.loaded.records.len())
+            .map(|i| again.loaded.path(i))
+            .collect();
+        assert_eq!(saved, order.map(str::as_bytes));
+        for (i, p) in order.iter().enumerate() {
+            let want = Some([i as u8; 32]);
+            // The right guess, a wrong one, one past the end: the same answer.
+            for guess in [i, (i + 1) % order.len(), 99] {
+                let got = again.lookup_near(p, &old_id(i as u64), guess, |_| [1; 32]);
+                assert_eq!(got.map(|g| g.0), want, "{p} guessed at {guess}");
+            }
+            // Another identity at the guessed record: a miss.
+            assert!(again.lookup_near(p, &old_id(50), i, |_| [1; 32]).is_none());
+        }
+        assert!(again.lookup_near("x", &old_id(9), 0, |_| [1; 32]).is_none());
+        assert!(again.lookup_near("b", &old_id(1), 1, |_| [1; 32]).is_none());
     }
 
     /// Whatever the body holds, a file with a right sum never panics the reader, and what

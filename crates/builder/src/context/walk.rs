@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, Statx, StatxFlags};
 
@@ -111,8 +111,11 @@ pub struct ContextIndex {
     entries: Vec<Entry>,
     /// The `lstat` identity of each entry, for the digest memo.
     stats: Vec<StatId>,
-    /// Path to position, over the paths `entries` owns.
-    positions: PathTable,
+    /// Path to position, over the paths `entries` owns; built on the first lookup that
+    /// needs it.
+    positions: OnceLock<PathTable>,
+    /// For each position, how many regular files come before it.
+    file_ranks: Vec<u32>,
     hash_cache: Option<Arc<HashCache>>,
 }
 
@@ -139,20 +142,29 @@ impl ContextIndex {
             .out
             .push((entry_from("", &meta, None), StatId::from_metadata(&meta)));
         walker.dir(fd, root, "", &ParentMatches::default())?;
+        if walker.out.len() >= u32::MAX as usize / 2 {
+            return Err(Error::io(
+                "walk",
+                root,
+                std::io::Error::other("too many files in the build context"),
+            ));
+        }
         let (entries, stats): (Vec<Entry>, Vec<StatId>) = walker.out.into_iter().unzip();
-        let positions = PathTable::build(entries.len(), |i| entries[i].path.as_bytes())
-            .ok_or_else(|| {
-                Error::io(
-                    "walk",
-                    root,
-                    std::io::Error::other("too many files in the build context"),
-                )
-            })?;
+        let mut files = 0u32;
+        let file_ranks = entries
+            .iter()
+            .map(|e| {
+                let rank = files;
+                files += u32::from(e.kind == FileKind::File);
+                rank
+            })
+            .collect();
         Ok(ContextIndex {
             root: root.to_path_buf(),
             entries,
             stats,
-            positions,
+            positions: OnceLock::new(),
+            file_ranks,
             hash_cache: None,
         })
     }
@@ -169,8 +181,29 @@ impl ContextIndex {
 
     /// Position of `path` (relative, clean; `""` for the root) in [`ContextIndex::entries`].
     pub fn position(&self, path: &str) -> Option<usize> {
+        if path.is_empty() {
+            return (!self.entries.is_empty()).then_some(0);
+        }
         self.positions
+            .get_or_init(|| {
+                PathTable::build(self.entries.len(), |i| self.entries[i].path.as_bytes())
+                    .unwrap_or_default()
+            })
             .find(path.as_bytes(), |i| self.entries[i].path.as_bytes())
+    }
+
+    /// How many regular files come before position `pos` in walk order (0 past the end).
+    pub fn file_rank(&self, pos: usize) -> usize {
+        self.file_ranks.get(pos).map_or(0, |r| *r as usize)
+    }
+
+    /// [`ContextIndex::position`], trying `guess` first (for paths looked up in walk
+    /// order: the position after the previous one).
+    pub fn position_near(&self, path: &str, guess: usize) -> Option<usize> {
+        match self.entries.get(guess) {
+            Some(e) if e.path == path => Some(guess),
+            _ => self.position(path),
+        }
     }
 
     /// The `lstat` identity the walk saw for the entry at `pos`.
@@ -568,9 +601,15 @@ pub(crate) mod tests {
         let at = want.iter().position(|p| p == "d04").unwrap();
         want.insert(at, "d03.txt".into());
         assert_eq!(paths(&index), want);
+        let mut files = 0;
         for (i, e) in index.entries().iter().enumerate() {
             assert_eq!(index.position(&e.path), Some(i));
+            assert_eq!(index.position_near(&e.path, i), Some(i));
+            assert_eq!(index.position_near(&e.path, i + 1), Some(i));
+            assert_eq!(index.file_rank(i), files);
+            files += usize::from(e.kind == FileKind::File);
         }
+        assert_eq!(index.position_near("d05/f0", 0), None);
         assert_eq!(index.position("d05/f0"), None);
         // The walk's identity is the one `fstat` of the opened file gives (the memo
         // compares them).

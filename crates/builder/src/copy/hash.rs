@@ -157,7 +157,7 @@ impl HashSettings<'_> {
         if e.kind != FileKind::File {
             return self.hash_entry(root, e);
         }
-        if let Some(hashed) = walked.and_then(|id| self.memo_hit(e, &e.path, id, memo)) {
+        if let Some(hashed) = walked.and_then(|id| self.memo_hit(e, &e.path, id, memo, 0)) {
             return Ok(hashed);
         }
         let (hashed, id, header) = self.hash_entry_read(root, e)?;
@@ -167,13 +167,21 @@ impl HashSettings<'_> {
 
     /// What the memo remembers for the regular file `e` at `path` (`e.path` is not read)
     /// at its walked identity `id`, if it was hashed with the same header (one lookup;
-    /// nothing allocated for a file without extended attributes).
-    pub fn memo_hit(&self, e: &Entry, path: &str, id: &StatId, memo: &HashCache) -> Option<Hashed> {
+    /// nothing allocated for a file without extended attributes). `guess` is that of
+    /// [`HashCache::lookup_near`].
+    pub fn memo_hit(
+        &self,
+        e: &Entry,
+        path: &str,
+        id: &StatId,
+        memo: &HashCache,
+        guess: usize,
+    ) -> Option<Hashed> {
         if e.kind != FileKind::File {
             return None;
         }
         let mode = self.mode(e.kind, id.mode & 0o7777);
-        let (digest, xattrs) = memo.lookup(path, id, |xattrs| {
+        let (digest, xattrs) = memo.lookup_near(path, id, guess, |xattrs| {
             header_digest(self.header(e, mode, id.size, xattrs).as_bytes())
         })?;
         Some(Hashed {

@@ -137,10 +137,9 @@ impl ContextIndex {
             ignore,
             pending: Vec::new(),
             out: Vec::new(),
+            stats: Vec::new(),
         };
-        walker
-            .out
-            .push((entry_from("", &meta, None), StatId::from_metadata(&meta)));
+        walker.push(entry_from("", &meta, None), StatId::from_metadata(&meta));
         walker.dir(fd, root, "", &ParentMatches::default())?;
         if walker.out.len() >= u32::MAX as usize / 2 {
             return Err(Error::io(
@@ -149,7 +148,7 @@ impl ContextIndex {
                 std::io::Error::other("too many files in the build context"),
             ));
         }
-        let (entries, stats): (Vec<Entry>, Vec<StatId>) = walker.out.into_iter().unzip();
+        let (entries, stats) = (walker.out, walker.stats);
         let mut files = 0u32;
         let file_ranks = entries
             .iter()
@@ -323,7 +322,9 @@ struct Walker<'a> {
     /// Excluded directories being walked because an exception may include something below
     /// them; emitted (in order) when that happens. The flag says whether it was emitted.
     pending: Vec<(Entry, StatId, bool)>,
-    out: Vec<(Entry, StatId)>,
+    out: Vec<Entry>,
+    /// The identity of each of `out`.
+    stats: Vec<StatId>,
 }
 
 /// One name of a directory, with what `statx` said about it.
@@ -333,6 +334,11 @@ struct Child {
 }
 
 impl Walker<'_> {
+    fn push(&mut self, entry: Entry, stat: StatId) {
+        self.out.push(entry);
+        self.stats.push(stat);
+    }
+
     /// Walks the directory open as `fd` (at `abs`, `rel` in the context).
     fn dir(
         &mut self,
@@ -387,7 +393,8 @@ impl Walker<'_> {
         if parallel {
             use rayon::prelude::*;
             let ignore = self.ignore;
-            let parts: Vec<Result<Vec<(Entry, StatId)>, Error>> = children
+            type Part = (Vec<Entry>, Vec<StatId>);
+            let parts: Vec<Result<Part, Error>> = children
                 .into_par_iter()
                 .with_max_len(1)
                 .map(|child| {
@@ -395,15 +402,23 @@ impl Walker<'_> {
                         ignore,
                         pending: Vec::new(),
                         out: Vec::new(),
+                        stats: Vec::new(),
                     };
                     sub.child(dfd, child, abs, rel, parent)?;
-                    Ok(sub.out)
+                    Ok((sub.out, sub.stats))
                 })
                 .collect();
-            for part in parts {
-                self.out.extend(part?);
+            let parts = parts.into_iter().collect::<Result<Vec<Part>, Error>>()?;
+            let n: usize = parts.iter().map(|p| p.0.len()).sum();
+            self.out.reserve(n);
+            self.stats.reserve(n);
+            for (out, stats) in parts {
+                self.out.extend(out);
+                self.stats.extend(stats);
             }
         } else {
+            self.out.reserve(children.len());
+            self.stats.reserve(children.len());
             for child in children {
                 self.child(dfd, child, abs, rel, parent)?;
             }
@@ -468,16 +483,17 @@ impl Walker<'_> {
         }
         for (parent_entry, parent_stat, emitted) in self.pending.iter_mut() {
             if !*emitted {
-                self.out.push((parent_entry.clone(), *parent_stat));
+                self.out.push(parent_entry.clone());
+                self.stats.push(*parent_stat);
                 *emitted = true;
             }
         }
         if is_dir {
             let child_rel = entry.path.clone();
-            self.out.push((entry, stat));
+            self.push(entry, stat);
             self.dir(open_dir()?, &child_abs(), &child_rel, &matches)?;
         } else {
-            self.out.push((entry, stat));
+            self.push(entry, stat);
         }
         Ok(())
     }

@@ -26,7 +26,9 @@
 //!
 //! One file per context folder, `<root>/builder/hash-cache/<sha256 of the canonical
 //! context path>.bin`, written (temp file + rename, no fsync: it is a cache) at the end of
-//! a build that learnt something, keeping only the paths of that build's context walk.
+//! a build that learnt something, keeping only the paths of that build's context walk, in
+//! walk order. It is checked whole when opened and then read in place (no per-file copy),
+//! and a lookup tries the record where walk order puts it before looking the path up.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

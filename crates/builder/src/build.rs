@@ -455,7 +455,7 @@ impl Engine {
         // What was hashed stays true whether the build succeeded or not.
         if let Some(index) = &build.context {
             if let Some(memo) = index.hash_cache() {
-                memo.save(|path| index.position(path).is_some());
+                memo.save_in_order(index.entries().iter().map(|e| e.path.as_str()));
             }
         }
         ran?;

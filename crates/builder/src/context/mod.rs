@@ -16,6 +16,7 @@ pub mod gopath;
 pub mod hash;
 pub mod hashcache;
 pub mod ignore;
+mod pathtable;
 pub mod walk;
 
 pub use glob::{expand_double_star, expand_wildcards, split_wildcards};

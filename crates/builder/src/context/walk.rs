@@ -1,12 +1,16 @@
 //! Walking the build context into a sorted index, with `.dockerignore` applied.
 
-use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, Statx, StatxFlags};
 
 use super::hashcache::{HashCache, StatId};
 use super::ignore::{ParentMatches, PatternMatcher};
+use super::pathtable::PathTable;
 use crate::Error;
 
 /// The type of a file in the context.
@@ -107,7 +111,11 @@ pub struct ContextIndex {
     entries: Vec<Entry>,
     /// The `lstat` identity of each entry, for the digest memo.
     stats: Vec<StatId>,
-    positions: HashMap<String, usize>,
+    /// Path to position, over the paths `entries` owns; built on the first lookup that
+    /// needs it.
+    positions: OnceLock<PathTable>,
+    /// For each position, how many regular files come before it.
+    file_ranks: Vec<u32>,
     hash_cache: Option<Arc<HashCache>>,
 }
 
@@ -119,29 +127,45 @@ impl ContextIndex {
     /// included (as its parent). File names must be valid UTF-8.
     pub fn walk(root: &Path, ignore: Option<&PatternMatcher>) -> Result<Self, Error> {
         let meta = std::fs::metadata(root).map_err(|e| Error::io("stat", root, e))?;
-        let mut index = ContextIndex {
-            root: root.to_path_buf(),
-            entries: Vec::new(),
-            stats: Vec::new(),
-            positions: HashMap::new(),
-            hash_cache: None,
-        };
-        index.entries.push(entry_from("", &meta, None));
-        index.stats.push(StatId::from_metadata(&meta));
+        let fd = rustix::fs::open(
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io("open", root, e.into()))?;
         let mut walker = Walker {
             ignore,
             pending: Vec::new(),
-            out: &mut index.entries,
-            stats: &mut index.stats,
+            out: Vec::new(),
+            stats: Vec::new(),
         };
-        walker.dir(root, "", &ParentMatches::default())?;
-        index.positions = index
-            .entries
+        walker.push(entry_from("", &meta, None), StatId::from_metadata(&meta));
+        walker.dir(fd, root, "", &ParentMatches::default())?;
+        if walker.out.len() >= u32::MAX as usize / 2 {
+            return Err(Error::io(
+                "walk",
+                root,
+                std::io::Error::other("too many files in the build context"),
+            ));
+        }
+        let (entries, stats) = (walker.out, walker.stats);
+        let mut files = 0u32;
+        let file_ranks = entries
             .iter()
-            .enumerate()
-            .map(|(i, e)| (e.path.clone(), i))
+            .map(|e| {
+                let rank = files;
+                files += u32::from(e.kind == FileKind::File);
+                rank
+            })
             .collect();
-        Ok(index)
+        Ok(ContextIndex {
+            root: root.to_path_buf(),
+            entries,
+            stats,
+            positions: OnceLock::new(),
+            file_ranks,
+            hash_cache: None,
+        })
     }
 
     /// The directory that was walked.
@@ -156,7 +180,29 @@ impl ContextIndex {
 
     /// Position of `path` (relative, clean; `""` for the root) in [`ContextIndex::entries`].
     pub fn position(&self, path: &str) -> Option<usize> {
-        self.positions.get(path).copied()
+        if path.is_empty() {
+            return (!self.entries.is_empty()).then_some(0);
+        }
+        self.positions
+            .get_or_init(|| {
+                PathTable::build(self.entries.len(), |i| self.entries[i].path.as_bytes())
+                    .unwrap_or_default()
+            })
+            .find(path.as_bytes(), |i| self.entries[i].path.as_bytes())
+    }
+
+    /// How many regular files come before position `pos` in walk order (0 past the end).
+    pub fn file_rank(&self, pos: usize) -> usize {
+        self.file_ranks.get(pos).map_or(0, |r| *r as usize)
+    }
+
+    /// [`ContextIndex::position`], trying `guess` first (for paths looked up in walk
+    /// order: the position after the previous one).
+    pub fn position_near(&self, path: &str, guess: usize) -> Option<usize> {
+        match self.entries.get(guess) {
+            Some(e) if e.path == path => Some(guess),
+            _ => self.position(path),
+        }
     }
 
     /// The `lstat` identity the walk saw for the entry at `pos`.
@@ -214,86 +260,240 @@ fn entry_from(path: &str, meta: &std::fs::Metadata, link: Option<String>) -> Ent
     }
 }
 
-/// Directories with at least this many entries are `lstat`ed in parallel.
-const PARALLEL_STAT: usize = 64;
+/// What the walk asks `statx` for: the fields of [`Entry`] and [`StatId`] (the device
+/// numbers always come along).
+fn statx_mask() -> StatxFlags {
+    StatxFlags::TYPE
+        | StatxFlags::MODE
+        | StatxFlags::NLINK
+        | StatxFlags::UID
+        | StatxFlags::GID
+        | StatxFlags::MTIME
+        | StatxFlags::CTIME
+        | StatxFlags::INO
+        | StatxFlags::SIZE
+}
+
+/// The entry and identity of `path` from its `statx`.
+fn from_statx(path: String, st: &Statx, link: Option<String>) -> (Entry, StatId) {
+    let mode = u32::from(st.stx_mode);
+    let kind = match FileType::from_raw_mode(mode) {
+        FileType::Directory => FileKind::Dir,
+        FileType::Symlink => FileKind::Symlink,
+        FileType::Fifo => FileKind::Fifo,
+        FileType::Socket => FileKind::Socket,
+        FileType::CharacterDevice => FileKind::CharDevice,
+        FileType::BlockDevice => FileKind::BlockDevice,
+        _ => FileKind::File,
+    };
+    let id = StatId {
+        dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
+        ino: st.stx_ino,
+        size: st.stx_size,
+        mtime: (st.stx_mtime.tv_sec, i64::from(st.stx_mtime.tv_nsec)),
+        ctime: (st.stx_ctime.tv_sec, i64::from(st.stx_ctime.tv_nsec)),
+        mode,
+        uid: st.stx_uid,
+        gid: st.stx_gid,
+        nlink: u64::from(st.stx_nlink),
+    };
+    let entry = Entry {
+        path,
+        kind,
+        mode: mode & 0o7777,
+        size: if kind == FileKind::File {
+            st.stx_size
+        } else {
+            0
+        },
+        uid: st.stx_uid,
+        gid: st.stx_gid,
+        rdev: rustix::fs::makedev(st.stx_rdev_major, st.stx_rdev_minor),
+        link_target: link,
+    };
+    (entry, id)
+}
+
+/// Directories with at least this many entries are `statx`ed in parallel.
+const PARALLEL_STAT: usize = 1024;
 
 struct Walker<'a> {
     ignore: Option<&'a PatternMatcher>,
     /// Excluded directories being walked because an exception may include something below
     /// them; emitted (in order) when that happens. The flag says whether it was emitted.
     pending: Vec<(Entry, StatId, bool)>,
-    out: &'a mut Vec<Entry>,
-    stats: &'a mut Vec<StatId>,
+    out: Vec<Entry>,
+    /// The identity of each of `out`.
+    stats: Vec<StatId>,
+}
+
+/// One name of a directory, with what `statx` said about it.
+struct Child {
+    name: String,
+    stat: rustix::io::Result<Statx>,
 }
 
 impl Walker<'_> {
-    fn dir(&mut self, abs: &Path, rel: &str, parent: &ParentMatches) -> Result<(), Error> {
+    fn push(&mut self, entry: Entry, stat: StatId) {
+        self.out.push(entry);
+        self.stats.push(stat);
+    }
+
+    /// Walks the directory open as `fd` (at `abs`, `rel` in the context).
+    fn dir(
+        &mut self,
+        fd: OwnedFd,
+        abs: &Path,
+        rel: &str,
+        parent: &ParentMatches,
+    ) -> Result<(), Error> {
+        let read_err = |e: rustix::io::Errno| Error::io("read directory", abs, e.into());
         let mut names = Vec::new();
-        for item in std::fs::read_dir(abs).map_err(|e| Error::io("read directory", abs, e))? {
-            let item = item.map_err(|e| Error::io("read directory", abs, e))?;
-            let name = item.file_name();
-            let Some(name) = name.to_str() else {
-                return Err(Error::NonUtf8Path { path: item.path() });
-            };
-            names.push((name.to_string(), item));
+        {
+            // `getdents64` into one buffer: no allocation per name but the name itself.
+            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 32 * 1024];
+            let mut dir = RawDir::new(&fd, &mut buf);
+            while let Some(item) = dir.next() {
+                let item = item.map_err(read_err)?;
+                let bytes = item.file_name().to_bytes();
+                if bytes == b"." || bytes == b".." {
+                    continue;
+                }
+                let Ok(name) = std::str::from_utf8(bytes) else {
+                    return Err(Error::NonUtf8Path {
+                        path: abs.join(std::ffi::OsStr::from_bytes(bytes)),
+                    });
+                };
+                names.push(name.to_string());
+            }
         }
-        names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        // `lstat` relative to the open directory (no walk of the whole path per file), on
-        // the current rayon pool when the directory is large enough to be worth it: a
-        // cached build of a large context is mostly these calls.
-        let metas: Vec<std::io::Result<std::fs::Metadata>> = if names.len() >= PARALLEL_STAT {
-            use rayon::prelude::*;
-            names.par_iter().map(|(_, item)| item.metadata()).collect()
-        } else {
-            names.iter().map(|(_, item)| item.metadata()).collect()
+        names.sort_unstable();
+        let dfd = fd.as_fd();
+        // `statx` relative to the open directory (no walk of the whole path per file) with
+        // only the fields needed: a cached build of a large context is mostly these calls.
+        let stat = |name: String| {
+            let stat =
+                rustix::fs::statx(dfd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW, statx_mask());
+            Child { name, stat }
         };
-        for ((name, _), meta) in names.into_iter().zip(metas) {
-            // Only links, directories and errors need the full path (not every file).
-            let child_abs = || abs.join(&name);
-            let child_rel = if rel.is_empty() {
-                name.clone()
-            } else {
-                format!("{rel}/{name}")
-            };
-            let meta = meta.map_err(|e| Error::io("stat", child_abs(), e))?;
-            let link = if meta.file_type().is_symlink() {
-                let target = std::fs::read_link(child_abs())
-                    .map_err(|e| Error::io("read link", child_abs(), e))?;
-                match target.into_os_string().into_string() {
-                    Ok(t) => Some(t),
-                    Err(_) => return Err(Error::NonUtf8Path { path: child_abs() }),
-                }
-            } else {
-                None
-            };
-            let entry = entry_from(&child_rel, &meta, link);
-            let stat = StatId::from_metadata(&meta);
-            let is_dir = entry.kind == FileKind::Dir;
-            let (excluded, matches) = match self.ignore {
-                Some(m) => m.is_excluded_in_walk(&child_rel, parent)?,
-                None => (false, ParentMatches::default()),
-            };
-            if excluded {
-                let ignore = self.ignore.filter(|m| is_dir && !m.can_prune(&child_rel));
-                if ignore.is_some() {
-                    self.pending.push((entry, stat, false));
-                    self.dir(&child_abs(), &child_rel, &matches)?;
-                    self.pending.pop();
-                }
-                continue;
+        let children: Vec<Child> = if names.len() >= PARALLEL_STAT {
+            use rayon::prelude::*;
+            names.into_par_iter().with_min_len(256).map(stat).collect()
+        } else {
+            names.into_iter().map(stat).collect()
+        };
+        // Sibling directories are walked in parallel when no excluded ancestor waits to be
+        // emitted (each subtree's output is then independent of the others').
+        let parallel = self.pending.is_empty()
+            && children
+                .iter()
+                .filter(|c| matches!(&c.stat, Ok(st) if FileType::from_raw_mode(u32::from(st.stx_mode)) == FileType::Directory))
+                .nth(1)
+                .is_some();
+        if parallel {
+            use rayon::prelude::*;
+            let ignore = self.ignore;
+            type Part = (Vec<Entry>, Vec<StatId>);
+            let parts: Vec<Result<Part, Error>> = children
+                .into_par_iter()
+                .with_max_len(1)
+                .map(|child| {
+                    let mut sub = Walker {
+                        ignore,
+                        pending: Vec::new(),
+                        out: Vec::new(),
+                        stats: Vec::new(),
+                    };
+                    sub.child(dfd, child, abs, rel, parent)?;
+                    Ok((sub.out, sub.stats))
+                })
+                .collect();
+            let parts = parts.into_iter().collect::<Result<Vec<Part>, Error>>()?;
+            let n: usize = parts.iter().map(|p| p.0.len()).sum();
+            self.out.reserve(n);
+            self.stats.reserve(n);
+            for (out, stats) in parts {
+                self.out.extend(out);
+                self.stats.extend(stats);
             }
-            for (parent_entry, parent_stat, emitted) in self.pending.iter_mut() {
-                if !*emitted {
-                    self.out.push(parent_entry.clone());
-                    self.stats.push(*parent_stat);
-                    *emitted = true;
-                }
+        } else {
+            self.out.reserve(children.len());
+            self.stats.reserve(children.len());
+            for child in children {
+                self.child(dfd, child, abs, rel, parent)?;
             }
-            self.out.push(entry);
-            self.stats.push(stat);
-            if is_dir {
-                self.dir(&child_abs(), &child_rel, &matches)?;
+        }
+        Ok(())
+    }
+
+    /// Adds the child `child` of the directory `dfd` (at `abs`, `rel` in the context), and
+    /// what is below it.
+    fn child(
+        &mut self,
+        dfd: BorrowedFd<'_>,
+        child: Child,
+        abs: &Path,
+        rel: &str,
+        parent: &ParentMatches,
+    ) -> Result<(), Error> {
+        let Child { name, stat } = child;
+        // Only links, directories and errors need the full path (not every file).
+        let child_abs = || abs.join(&name);
+        let st = stat.map_err(|e| Error::io("stat", child_abs(), e.into()))?;
+        let ft = FileType::from_raw_mode(u32::from(st.stx_mode));
+        let link = if ft == FileType::Symlink {
+            let target = rustix::fs::readlinkat(dfd, name.as_str(), Vec::new())
+                .map_err(|e| Error::io("read link", child_abs(), e.into()))?;
+            match target.into_string() {
+                Ok(t) => Some(t),
+                Err(_) => return Err(Error::NonUtf8Path { path: child_abs() }),
             }
+        } else {
+            None
+        };
+        let child_rel = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let (entry, stat) = from_statx(child_rel, &st, link);
+        let is_dir = entry.kind == FileKind::Dir;
+        let (excluded, matches) = match self.ignore {
+            Some(m) => m.is_excluded_in_walk(&entry.path, parent)?,
+            None => (false, ParentMatches::default()),
+        };
+        let open_dir = || {
+            rustix::fs::openat(
+                dfd,
+                name.as_str(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| Error::io("open", child_abs(), e.into()))
+        };
+        if excluded {
+            let ignore = self.ignore.filter(|m| is_dir && !m.can_prune(&entry.path));
+            if ignore.is_some() {
+                let child_rel = entry.path.clone();
+                self.pending.push((entry, stat, false));
+                self.dir(open_dir()?, &child_abs(), &child_rel, &matches)?;
+                self.pending.pop();
+            }
+            return Ok(());
+        }
+        for (parent_entry, parent_stat, emitted) in self.pending.iter_mut() {
+            if !*emitted {
+                self.out.push(parent_entry.clone());
+                self.stats.push(*parent_stat);
+                *emitted = true;
+            }
+        }
+        if is_dir {
+            let child_rel = entry.path.clone();
+            self.push(entry, stat);
+            self.dir(open_dir()?, &child_abs(), &child_rel, &matches)?;
+        } else {
+            self.push(entry, stat);
         }
         Ok(())
     }
@@ -380,6 +580,62 @@ pub(crate) mod tests {
                 "target/keep.txt"
             ]
         );
+    }
+
+    #[test]
+    fn parallel_walk_keeps_order_ignores_and_identities() {
+        let mut spec: Vec<String> = Vec::new();
+        for d in 0..12 {
+            for f in 0..5 {
+                spec.push(format!("d{d:02}/f{f}"));
+            }
+            spec.push(format!("d{d:02}/sub/x.log"));
+            spec.push(format!("d{d:02}/sub/keep.log"));
+        }
+        spec.push("d03.txt".into());
+        let refs: Vec<&str> = spec.iter().map(String::as_str).collect();
+        let dir = make_tree(&refs);
+        let m = PatternMatcher::new(&["d05", "**/*.log", "!d07/sub/keep.log"]).unwrap();
+        let index = ContextIndex::walk(dir.path(), Some(&m)).unwrap();
+        let mut want = vec![String::new()];
+        for d in 0..12 {
+            if d == 5 {
+                continue;
+            }
+            want.push(format!("d{d:02}"));
+            for f in 0..5 {
+                want.push(format!("d{d:02}/f{f}"));
+            }
+            want.push(format!("d{d:02}/sub"));
+            if d == 7 {
+                want.push("d07/sub/keep.log".into());
+            }
+            if d == 3 {
+                // "d03.txt" sorts after "d03" and its subtree.
+            }
+        }
+        let at = want.iter().position(|p| p == "d04").unwrap();
+        want.insert(at, "d03.txt".into());
+        assert_eq!(paths(&index), want);
+        let mut files = 0;
+        for (i, e) in index.entries().iter().enumerate() {
+            assert_eq!(index.position(&e.path), Some(i));
+            assert_eq!(index.position_near(&e.path, i), Some(i));
+            assert_eq!(index.position_near(&e.path, i + 1), Some(i));
+            assert_eq!(index.file_rank(i), files);
+            files += usize::from(e.kind == FileKind::File);
+        }
+        assert_eq!(index.position_near("d05/f0", 0), None);
+        assert_eq!(index.position("d05/f0"), None);
+        // The walk's identity is the one `fstat` of the opened file gives (the memo
+        // compares them).
+        let pos = index.position("d07/f3").unwrap();
+        let file = std::fs::File::open(dir.path().join("d07/f3")).unwrap();
+        let st = rustix::fs::fstat(&file).unwrap();
+        assert_eq!(index.stat(pos), Some(&StatId::from_stat(&st)));
+        let meta = std::fs::symlink_metadata(dir.path().join("d07/f3")).unwrap();
+        assert_eq!(index.stat(pos), Some(&StatId::from_metadata(&meta)));
+        assert_eq!(index.get("d07/f3").unwrap().size, 6);
     }
 
     #[test]

@@ -33,6 +33,24 @@ use crate::Error;
 
 thread_local! {
     static BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; 128 * 1024]);
+    /// The last header hashed on this thread and its digest: the files of a copy mostly
+    /// share their header (same mode, owner, and often size), and a memo hit needs only it.
+    static LAST_HEADER: RefCell<(Vec<u8>, [u8; 32])> = const { RefCell::new((Vec::new(), [0; 32])) };
+}
+
+/// The sha256 of the header bytes `header` (the same bytes as last time on this thread
+/// are not hashed again).
+fn header_digest(header: &[u8]) -> [u8; 32] {
+    LAST_HEADER.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0.is_empty() || last.0 != header {
+            let digest = Sha256::digest(header).into();
+            last.0.clear();
+            last.0.extend_from_slice(header);
+            last.1 = digest;
+        }
+        last.1
+    })
 }
 
 /// How the owner enters an entry's digest.
@@ -139,7 +157,7 @@ impl HashSettings<'_> {
         if e.kind != FileKind::File {
             return self.hash_entry(root, e);
         }
-        if let Some(hashed) = walked.and_then(|id| self.memo_hit(e, &e.path, id, memo)) {
+        if let Some(hashed) = walked.and_then(|id| self.memo_hit(e, &e.path, id, memo, 0)) {
             return Ok(hashed);
         }
         let (hashed, id, header) = self.hash_entry_read(root, e)?;
@@ -149,14 +167,22 @@ impl HashSettings<'_> {
 
     /// What the memo remembers for the regular file `e` at `path` (`e.path` is not read)
     /// at its walked identity `id`, if it was hashed with the same header (one lookup;
-    /// nothing allocated for a file without extended attributes).
-    pub fn memo_hit(&self, e: &Entry, path: &str, id: &StatId, memo: &HashCache) -> Option<Hashed> {
+    /// nothing allocated for a file without extended attributes). `guess` is that of
+    /// [`HashCache::lookup_near`].
+    pub fn memo_hit(
+        &self,
+        e: &Entry,
+        path: &str,
+        id: &StatId,
+        memo: &HashCache,
+        guess: usize,
+    ) -> Option<Hashed> {
         if e.kind != FileKind::File {
             return None;
         }
         let mode = self.mode(e.kind, id.mode & 0o7777);
-        let (digest, xattrs) = memo.lookup(path, id, |xattrs| {
-            Sha256::digest(self.header(e, mode, id.size, xattrs).as_bytes()).into()
+        let (digest, xattrs) = memo.lookup_near(path, id, guess, |xattrs| {
+            header_digest(self.header(e, mode, id.size, xattrs).as_bytes())
         })?;
         Some(Hashed {
             mode,

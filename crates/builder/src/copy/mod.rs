@@ -449,15 +449,36 @@ pub fn prepare(req: &CopyRequest) -> Result<CopyPlan, Error> {
         SourceRoot::Context { index, .. } => index.hash_cache().map(|m| (index, m)),
         SourceRoot::Rootfs { .. } => None,
     };
+    // Where each context item is in the index (and so its walked identity), found in
+    // one pass: items come in walk order, so each is usually right after the previous.
+    let positions: Vec<Option<usize>> = match memo {
+        Some((index, _)) => {
+            let mut next = 0;
+            items
+                .iter()
+                .map(|item| match item.origin {
+                    Origin::Tree(0) => {
+                        let pos = index.position_near(&item.path, next);
+                        if let Some(p) = pos {
+                            next = p + 1;
+                        }
+                        pos
+                    }
+                    _ => None,
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
     let hashed: Vec<Result<Hashed, Error>> = items
         .par_iter()
-        .map(|item| match item.origin {
+        .enumerate()
+        .map(|(i, item)| match item.origin {
             Origin::Tree(r) => {
                 // A context file the memo knows needs no owned copy of its path.
+                let pos = positions.get(i).copied().flatten();
                 let walked = match memo {
-                    Some((index, _)) if r == 0 => {
-                        index.position(&item.path).and_then(|p| index.stat(p))
-                    }
+                    Some((index, _)) if r == 0 => pos.and_then(|p| index.stat(p).map(|id| (p, id))),
                     _ => None,
                 };
                 let mut entry = Entry {
@@ -470,15 +491,16 @@ pub fn prepare(req: &CopyRequest) -> Result<CopyPlan, Error> {
                     rdev: item.rdev,
                     link_target: item.link.clone(),
                 };
-                if let (Some((_, memo)), Some(id)) = (memo, walked) {
-                    if let Some(hashed) = settings.memo_hit(&entry, &item.path, id, memo) {
+                if let (Some((index, memo)), Some((p, id))) = (memo, walked) {
+                    let guess = index.file_rank(p);
+                    if let Some(hashed) = settings.memo_hit(&entry, &item.path, id, memo, guess) {
                         return Ok(hashed);
                     }
                 }
                 entry.path = item.path.clone();
                 match memo {
                     Some((_, memo)) if r == 0 => {
-                        settings.hash_entry_memo(&roots[0], &entry, walked, memo)
+                        settings.hash_entry_memo(&roots[0], &entry, walked.map(|w| w.1), memo)
                     }
                     _ => settings.hash_entry(&roots[r], &entry),
                 }

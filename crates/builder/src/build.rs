@@ -1390,9 +1390,17 @@ impl Build<'_> {
                     snap.graph_driver_data(name).ok().map(|g| g.upper_dir)
                 });
                 let upper = snap.graph_driver_data(active)?.upper_dir;
+                // COPY --from links unchanged files from the source's layer folders (the
+                // chain is in place: the plan was made from its mounted view). Best effort:
+                // without them every file is copied.
+                let source_layers = source_chain
+                    .as_deref()
+                    .and_then(|chain| snap.layer_dirs(chain).ok())
+                    .and_then(|dirs| strata_overlay::layers::Layers::open(&dirs).ok());
                 let reuse = copy::Reuse {
                     upper: &upper,
                     previous: previous.as_ref(),
+                    source: source_layers.as_ref(),
                 };
                 let (_, files) = plan.apply_reusing(rootfs, users_root.as_deref(), &reuse)?;
                 copied = Some(files);

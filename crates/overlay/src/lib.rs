@@ -22,6 +22,7 @@ mod copy;
 pub mod diff;
 mod error;
 pub mod in_root;
+pub mod layers;
 pub mod layout;
 pub mod meta;
 pub mod mount;

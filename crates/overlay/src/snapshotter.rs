@@ -806,6 +806,27 @@ impl Snapshotter {
         }
     }
 
+    /// The folders whose merge is committed snapshot `key`'s tree, top first: its own
+    /// `diff/` and (overlay) the `diff/` folders of the layers below it; with vfs the one
+    /// full folder. Open them with [`crate::layers::Layers::open`] to find which folder
+    /// holds a path. Committed folders are never changed in place.
+    pub fn layer_dirs(&self, key: &str) -> Result<Vec<PathBuf>> {
+        let info = self.stat(key)?;
+        if info.kind != Kind::Committed {
+            return Err(Error::WrongKind {
+                key: key.into(),
+                op: "listing layer folders",
+                expected: "committed",
+                actual: info.kind.word(),
+            });
+        }
+        let mut dirs = vec![self.folder(&info.id).diff()];
+        if self.driver == Driver::Overlay {
+            dirs.extend(self.chain_dirs(&self.lowers_of(&info.id)?));
+        }
+        Ok(dirs)
+    }
+
     fn lower_stack(&self, id: &str) -> Result<LayerStack> {
         let links = self.lowers_of(id)?;
         Ok(LayerStack::new(self.chain_dirs(&links)))

@@ -638,4 +638,41 @@ mod tests {
         let already = vec![0u8; 20];
         assert_eq!(capability_v3_to_v2(&already), already);
     }
+
+    /// A file with other names outside the layer (hard-linked from another layer folder) is
+    /// written with its content; two names inside the layer make one hard-link entry.
+    #[test]
+    fn hard_links_pair_only_names_inside_the_layer() {
+        let t = tempfile::tempdir().unwrap();
+        let (other, layer) = (t.path().join("other"), t.path().join("layer"));
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::create_dir_all(layer.join("d")).unwrap();
+        std::fs::write(other.join("f"), "shared\n").unwrap();
+        std::fs::hard_link(other.join("f"), layer.join("d/f")).unwrap();
+        std::fs::write(layer.join("g"), "twice\n").unwrap();
+        std::fs::hard_link(layer.join("g"), layer.join("h")).unwrap();
+        let empty = t.path().join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        let set = crate::diff::diff_dirs(&empty, &layer).unwrap();
+        let mut out = Vec::new();
+        write_tar(&set, &mut out, &TarOptions::default()).unwrap();
+        let mut archive = tar::Archive::new(&out[..]);
+        let mut seen = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().display().to_string();
+            let kind = entry.header().entry_type();
+            let mut body = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut body).unwrap();
+            seen.push((path, kind, body));
+        }
+        let find = |p: &str| seen.iter().find(|(q, _, _)| q == p).unwrap().clone();
+        let (_, kind, body) = find("d/f");
+        assert_eq!(kind, tar::EntryType::Regular);
+        assert_eq!(body, "shared\n");
+        let (_, g, _) = find("g");
+        let (_, h, _) = find("h");
+        assert_eq!(g, tar::EntryType::Regular);
+        assert_eq!(h, tar::EntryType::Link);
+    }
 }

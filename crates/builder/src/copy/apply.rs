@@ -33,6 +33,7 @@ use super::{archive, ChownSpec, CopyPlan, CopyStats, Item, Origin, PlanTop};
 use crate::context::FileKind;
 use crate::user::{resolve_chown_in, Owner};
 use crate::Error;
+use strata_overlay::layers::{Layers, MergedDir};
 
 /// Files handed to one parallel task.
 const CHUNK: usize = 64;
@@ -117,6 +118,8 @@ struct LinkDirs<'a> {
     previous: Option<(OwnedFd, &'a HashMap<String, FileId>)>,
     /// Each target directory's path in the upper folder (`None`: unknown, never linked).
     target_rel: Vec<Option<String>>,
+    /// The layer folders of a `COPY --from` source.
+    source: Option<&'a Layers>,
 }
 
 /// What one chunk wrote: its counts and the files it lists for the next build.
@@ -130,6 +133,19 @@ struct ChunkLinks<'a> {
     upper: OwnedFd,
     /// And in the previous layer, with the previous layer's files.
     previous: Option<(OwnedFd, &'a HashMap<String, FileId>)>,
+    /// The chunk's source directory in the layer folders of a `COPY --from` source.
+    source: Option<MergedDir>,
+}
+
+/// Where a file that could be linked came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Linked {
+    /// Nowhere: the caller copies it.
+    No,
+    /// The previous layer of the step.
+    Previous,
+    /// The layer folder of the `COPY --from` source that holds it.
+    Source,
 }
 
 impl Ctx<'_> {
@@ -248,6 +264,7 @@ fn link_dirs<'a>(reuse: &Reuse<'a>, dest_root: &Path, targets: &Targets) -> Opti
         upper,
         previous,
         target_rel,
+        source: reuse.source,
     })
 }
 
@@ -321,13 +338,18 @@ fn copy_batch(
         let top = &plan.tops[t];
         let target = &resolved[t];
         match top.kind {
-            TopKind::Single => jobs.push(Job {
-                top: t,
-                item: top.items.start,
-                dir: target.dir,
-                parent: String::new(),
-                name: target.name.clone(),
-            }),
+            TopKind::Single => {
+                if ctx.targets.created[target.dir] {
+                    fresh.insert((target.dir, String::new()));
+                }
+                jobs.push(Job {
+                    top: t,
+                    item: top.items.start,
+                    dir: target.dir,
+                    parent: String::new(),
+                    name: target.name.clone(),
+                })
+            }
             TopKind::Contents | TopKind::Parents => make_dirs(
                 ctx,
                 t,
@@ -427,6 +449,7 @@ fn merge(into: &mut CopyStats, from: CopyStats) {
     into.symlinks += from.symlinks;
     into.hardlinks += from.hardlinks;
     into.reused += from.reused;
+    into.linked += from.linked;
     into.specials += from.specials;
     into.bytes += from.bytes;
     into.archives += from.archives;
@@ -546,18 +569,22 @@ fn run_chunk(
     let links = chunk_links(ctx, first, fresh);
     for &i in chunk {
         let job = &jobs[i];
-        match links.as_ref().and_then(|l| linkable(ctx, job, l)) {
-            Some((path, id, linked)) => {
-                if linked {
-                    stats.files += 1;
-                    stats.reused += 1;
-                } else {
-                    write_entry(ctx, job, &ddir, sdir.as_ref(), &mut stats)?;
-                }
-                copied.push((path, id));
+        let (listed, linked) = match links.as_ref() {
+            Some(l) => linkable(ctx, job, l),
+            None => (None, Linked::No),
+        };
+        match linked {
+            Linked::No => write_entry(ctx, job, &ddir, sdir.as_ref(), &mut stats)?,
+            Linked::Previous => {
+                stats.files += 1;
+                stats.reused += 1;
             }
-            None => write_entry(ctx, job, &ddir, sdir.as_ref(), &mut stats)?,
+            Linked::Source => {
+                stats.files += 1;
+                stats.linked += 1;
+            }
         }
+        copied.extend(listed);
     }
     Ok((stats, copied))
 }
@@ -586,24 +613,35 @@ fn chunk_links<'a>(
         .previous
         .as_ref()
         .and_then(|(fd, files)| Some((open_beneath(fd, &rel, flags).ok()?, *files)));
+    // The chunk's files share one source directory (see `copy_batch`).
+    let item = &ctx.plan.items[first.item];
+    let source = match (links.source, item.origin) {
+        (Some(layers), Origin::Tree(0)) if ctx.plan.keep_owner => layers
+            .dir(Path::new(split_rel(&item.path).0))
+            .ok()
+            .flatten(),
+        _ => None,
+    };
     Some(ChunkLinks {
         rel,
         upper,
         previous,
+        source,
     })
 }
 
-/// For a regular file that can be linked: its path in the upper folder, what it is, and
-/// whether it was linked from the previous layer (`false`: the caller copies it).
-fn linkable(ctx: &Ctx, job: &Job, links: &ChunkLinks) -> Option<(String, FileId, bool)> {
+/// Links a regular file when it can be, from the previous layer of the step or else from
+/// the layer folder of the `COPY --from` source; returns its path in the upper folder and
+/// what it is when the next build may reuse it (single-link files only), and where it was
+/// linked from ([`Linked::No`]: the caller copies it).
+fn linkable(ctx: &Ctx, job: &Job, links: &ChunkLinks) -> (Option<(String, FileId)>, Linked) {
     let item = &ctx.plan.items[job.item];
     if item.kind != FileKind::File
         || !matches!(item.origin, Origin::Tree(_))
-        || item.hashed.nlink > 1
         || !item.hashed.xattrs.is_empty()
         || job.name.contains('\n')
     {
-        return None;
+        return (None, Linked::No);
     }
     let owner = ctx.owner_of(item);
     let id = FileId {
@@ -619,13 +657,41 @@ fn linkable(ctx: &Ctx, job: &Job, links: &ChunkLinks) -> Option<(String, FileId,
     } else {
         format!("{}/{}", links.rel, job.name)
     };
-    let linked = match &links.previous {
-        Some((prev, files)) if files.get(&path) == Some(&id) => {
-            reuse::link_if_same(prev, &links.upper, &job.name, &id)
+    // A source file with other names is copied or linked, never listed: its hard links
+    // among the copied files are made by `copy_batch` after this.
+    let listed = item.hashed.nlink <= 1;
+    if listed {
+        if let Some((prev, files)) = &links.previous {
+            if files.get(&path) == Some(&id)
+                && reuse::link_if_same(prev, &links.upper, &job.name, &id)
+            {
+                return (Some((path, id)), Linked::Previous);
+            }
         }
-        _ => false,
+    }
+    let linked = match &links.source {
+        Some(dir) if link_from_source(dir, item, job, &links.upper, &id) => Linked::Source,
+        _ => Linked::No,
     };
-    Some((path, id, linked))
+    (listed.then_some((path, id)), linked)
+}
+
+/// Links `job`'s source file from the layer folder that holds it into `upper` (the
+/// destination directory in the upper folder) when the copy would write exactly that
+/// file: a regular file with the metadata `id` describes, the very inode the mounted
+/// source showed when it was hashed (all layer folders are on one filesystem, whose inode
+/// numbers overlay shows), with no extended attribute at all. `false` when not linked.
+fn link_from_source(dir: &MergedDir, item: &Item, job: &Job, upper: &OwnedFd, id: &FileId) -> bool {
+    let name = OsStr::new(split_rel(&item.path).1);
+    let Ok(Some(file)) = dir.entry(name) else {
+        return false;
+    };
+    #[allow(clippy::unnecessary_cast)]
+    let same_inode = file.stat.st_ino as u64 == item.hashed.dev_ino.1;
+    same_inode
+        && id.matches(&file.stat)
+        && matches!(file.has_xattrs(), Ok(false))
+        && file.link_into(upper, OsStr::new(&job.name)).is_ok()
 }
 
 fn shown_src(path: &str) -> &str {

@@ -31,6 +31,9 @@
 //!   upper folder and the step's previous layer ([`PreviousLayer::load`]): unchanged files
 //!   are hard-linked from that layer instead of copied (see the `reuse` module); keep
 //!   what it returns with the committed layer ([`CopiedFiles::save`]) for the next build.
+//!   For `COPY --from`, give it the source snapshot's layer folders too
+//!   ([`Reuse::source`]): a file the copy would write with exactly the source's metadata
+//!   is linked from the layer folder that holds it.
 //! - **`--link`**: make a snapshot with NO parent, `apply` into its empty root, commit it,
 //!   and stack that layer on the stage's chain; key it with `Parent::None` so it survives
 //!   base changes (BuildKit's Dockerfile frontend falls back to a plain copy when
@@ -179,6 +182,9 @@ pub struct CopyStats {
     /// Regular files hard-linked from the previous layer of the step instead of copied
     /// (counted in `files` too; see [`CopyPlan::apply_reusing`]).
     pub reused: u64,
+    /// Regular files hard-linked from the layer folder of a `COPY --from` source that
+    /// holds them instead of copied (counted in `files` too; see [`Reuse::source`]).
+    pub linked: u64,
     /// FIFOs and device nodes made.
     pub specials: u64,
     /// Bytes of file data written (extracted archives included).
@@ -695,7 +701,9 @@ impl CopyPlan {
     /// folder is `reuse.upper`: regular files that are the same (content digest, mode,
     /// owner, size, mtime) as in `reuse.previous` (the previous layer of the same step) are
     /// hard-linked from it instead of copied, when their directory is one this copy
-    /// creates. Also returns the files written into such directories, to be kept with the
+    /// creates; failing that, with [`Reuse::source`], files written exactly as they are
+    /// (mode, owner, mtime, no xattrs) are hard-linked from the source layer folder that
+    /// holds them. Also returns the files written into such directories, to be kept with the
     /// committed layer for the next build ([`CopiedFiles::save`]). The layer written from
     /// the snapshot is the one a plain copy gives. Not for the vfs driver or `--link`.
     pub fn apply_reusing(

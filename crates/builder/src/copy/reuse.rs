@@ -19,6 +19,13 @@
 //!   the same layer, so a link shared with an older layer is written as a plain file: the
 //!   layer is byte for byte the one a full copy gives.
 //!
+//! `COPY --from` links the same way from the source itself: a file whose written metadata
+//! is exactly the source file's is hard-linked from the committed layer folder that holds
+//! it ([`Reuse::source`], found with overlay's merge rules by
+//! [`strata_overlay::layers::Layers`]), when it is the very inode the mounted source
+//! showed when hashed and carries no extended attribute at all (a file a RUN copied up
+//! carries overlay's own, and is copied). Not with the vfs driver.
+//!
 //! What the previous layer holds is kept in `<builder dir>/copy-layers/<slot>`, where the
 //! slot is the step's cache key without its sources (same parent, instruction, destination,
 //! flags): one line per regular file the copy wrote into a directory it created. It is only
@@ -206,6 +213,11 @@ pub struct Reuse<'a> {
     pub upper: &'a Path,
     /// The previous layer of the step, when there is one.
     pub previous: Option<&'a PreviousLayer>,
+    /// For `COPY --from`: the layer folders of the source's committed snapshot (whose
+    /// mounted view the plan reads), to link a file from the folder that holds it when the
+    /// copy would write it with exactly its metadata. Overlay only, same filesystem as
+    /// `upper`.
+    pub source: Option<&'a strata_overlay::layers::Layers>,
 }
 
 /// Links `name` of the previous layer's `prev_dir` into `upper_dir` when it is `id`;

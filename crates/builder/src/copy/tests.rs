@@ -1813,3 +1813,141 @@ fn digest_memo_ignores_files_changed_in_their_timestamp_tick() {
     assert!(memo.is_empty());
     assert!(!memo.save(|_| true));
 }
+
+/// A tree to copy out of, as a stage's files: regular files of several modes, a hard-link
+/// pair, a symlink and a file with a user xattr, all with an old mtime.
+fn stage_tree() -> tempfile::TempDir {
+    let src = tempfile::tempdir().unwrap();
+    let d = src.path().join("data");
+    std::fs::create_dir_all(d.join("sub")).unwrap();
+    for (p, mode) in [("a", 0o644), ("x", 0o4755), ("sub/b", 0o640), ("h1", 0o644)] {
+        std::fs::write(d.join(p), format!("content of {p}\n")).unwrap();
+        std::fs::set_permissions(d.join(p), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    std::fs::hard_link(d.join("h1"), d.join("h2")).unwrap();
+    std::os::unix::fs::symlink("a", d.join("sym")).unwrap();
+    std::fs::write(d.join("tagged"), "tagged\n").unwrap();
+    let _ = rustix::fs::setxattr(
+        d.join("tagged").as_path(),
+        "user.k",
+        b"v",
+        rustix::fs::XattrFlags::empty(),
+    );
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    for p in ["a", "x", "sub/b", "h1", "tagged"] {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(d.join(p))
+            .unwrap();
+        f.set_modified(old).unwrap();
+    }
+    src
+}
+
+/// The layer tar of everything below `dir` (as if it were a new layer on nothing).
+fn layer_tar(dir: &Path) -> Vec<u8> {
+    let empty = tempfile::tempdir().unwrap();
+    let set = strata_overlay::diff_dirs(empty.path(), dir).unwrap();
+    let mut out = Vec::new();
+    strata_overlay::write_tar(&set, &mut out, &strata_overlay::TarOptions::default()).unwrap();
+    out
+}
+
+fn ino(p: &Path) -> u64 {
+    std::fs::symlink_metadata(p).unwrap().ino()
+}
+
+/// Applies `req` with the source's layer folders `layers` into a new folder that is its own
+/// upper folder.
+fn apply_linking(req: &CopyRequest, layers: &[&Path]) -> (tempfile::TempDir, CopyStats) {
+    let dest = tempfile::tempdir().unwrap();
+    let dirs: Vec<std::path::PathBuf> = layers.iter().map(|p| p.to_path_buf()).collect();
+    let layers = strata_overlay::layers::Layers::open(&dirs).unwrap();
+    let reuse = Reuse {
+        upper: dest.path(),
+        previous: None,
+        source: Some(&layers),
+    };
+    let plan = prepare(req).unwrap();
+    let (stats, _) = plan.apply_reusing(dest.path(), None, &reuse).unwrap();
+    (dest, stats)
+}
+
+#[test]
+fn copy_from_links_files_from_the_source_layer_and_writes_the_same_layer() {
+    let src = tempfile::tempdir().unwrap();
+    let stage = stage_tree();
+    // The stage's files are its one layer folder.
+    std::fs::rename(stage.path().join("data"), src.path().join("data")).unwrap();
+    let req = request(SourceRoot::Rootfs { root: src.path() }, &["data"], "/out/");
+    let (linked, stats) = apply_linking(&req, &[src.path()]);
+    let (copied, plain) = copy_into_new(&req).unwrap();
+    assert_eq!(plain.linked, 0);
+    // a, x, sub/b and one of the h1/h2 pair (the other is linked to it); not the file
+    // with an xattr, not the symlink.
+    assert_eq!(stats.linked, 4, "{stats:?}");
+    assert_eq!(stats.files, plain.files);
+    assert_eq!(stats.hardlinks, 1);
+    for p in ["a", "x", "sub/b", "h1", "h2"] {
+        assert_eq!(
+            ino(&linked.path().join("out").join(p)),
+            ino(&src.path().join("data").join(p)),
+            "{p} is the source's file"
+        );
+    }
+    assert_ne!(
+        ino(&linked.path().join("out/tagged")),
+        ino(&src.path().join("data/tagged"))
+    );
+    assert_eq!(listing(linked.path()), listing(copied.path()));
+    // The tar writer pairs names of one inode inside the layer only: the same bytes.
+    let tar = layer_tar(linked.path());
+    assert_eq!(tar, layer_tar(copied.path()));
+    assert_eq!(
+        std::fs::symlink_metadata(linked.path().join("out/a"))
+            .unwrap()
+            .nlink(),
+        2
+    );
+
+    // Another mode written: nothing is linked, the same layer as a copy.
+    let mut chmod = req.clone();
+    chmod.chmod = Some("600".into());
+    let (linked, stats) = apply_linking(&chmod, &[src.path()]);
+    let (copied, _) = copy_into_new(&chmod).unwrap();
+    assert_eq!(stats.linked, 0);
+    assert_eq!(layer_tar(linked.path()), layer_tar(copied.path()));
+}
+
+#[test]
+fn copy_from_links_only_the_inode_the_source_root_shows() {
+    let src = tempfile::tempdir().unwrap();
+    let stage = stage_tree();
+    std::fs::rename(stage.path().join("data"), src.path().join("data")).unwrap();
+    // Layer folders that hold equal-looking files which are not the root's: never linked.
+    let other = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(src.path().join("data"))
+        .arg(other.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let req = request(SourceRoot::Rootfs { root: src.path() }, &["data"], "/out/");
+    let (linked, stats) = apply_linking(&req, &[other.path()]);
+    assert_eq!(stats.linked, 0);
+    let (copied, _) = copy_into_new(&req).unwrap();
+    assert_eq!(layer_tar(linked.path()), layer_tar(copied.path()));
+
+    // Two layers: the upper one's file hides the lower one's.
+    let upper = tempfile::tempdir().unwrap();
+    std::fs::create_dir(upper.path().join("data")).unwrap();
+    std::fs::hard_link(src.path().join("data/a"), upper.path().join("data/a")).unwrap();
+    let (linked, stats) = apply_linking(&req, &[upper.path(), other.path()]);
+    assert_eq!(stats.linked, 1, "only a, from the upper layer");
+    assert_eq!(
+        ino(&linked.path().join("out/a")),
+        ino(&src.path().join("data/a"))
+    );
+    assert_eq!(layer_tar(linked.path()), layer_tar(copied.path()));
+}

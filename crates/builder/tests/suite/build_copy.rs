@@ -370,6 +370,88 @@ fn a_copy_with_another_owner_does_not_link_the_old_files() {
     assert_eq!(again.image.diff_ids, cold.image.diff_ids);
 }
 
+/// The snapshot folder of the layer that ends the first `n` layers of `image`.
+fn layer_diff_dir(
+    engine: &strata_builder::Engine,
+    image: &strata_store::Image,
+    n: usize,
+) -> std::path::PathBuf {
+    let name = strata_builder::engine::chain_name(&image.diff_ids[..n]).unwrap();
+    engine
+        .snapshotter()
+        .unwrap()
+        .graph_driver_data(&name)
+        .unwrap()
+        .upper_dir
+}
+
+/// `COPY --from` hard-links a stage's or image's file from the layer folder that holds it
+/// when the copy writes it unchanged (mode, owner, mtime), copies it otherwise (here:
+/// `--chmod`), and the layers are byte for byte those of a store that copies everything
+/// (vfs): a file whose other names are in other layers is written with its content.
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn copy_from_links_unchanged_files_from_the_source_layers() {
+    use std::os::unix::fs::MetadataExt;
+    let df = "FROM busybox AS one\n\
+RUN mkdir -p /data/sub && echo old > /data/over && echo a > /data/a && echo b > /data/sub/b \
+&& chown 5:6 /data/sub/b && chmod 4750 /data/a && ln /data/a /data/a2 && ln -s a /data/sym \
+&& echo u > /data/up && touch -d '2020-09-13 12:26:40' /data/a /data/sub/b /data/over\n\
+RUN rm /data/over && echo new > /data/over && echo more >> /data/up \
+&& touch -d '2020-09-13 12:26:40' /data/over /data/up\n\
+FROM busybox\n\
+COPY --from=one /data /one\n\
+COPY --from=one --chmod=600 /data /two\n\
+COPY --from=one /bin/busybox /tools/\n";
+    let ctx = context(&[]);
+    let ts = TestStore::new();
+    let r = build_clamped(&ts.engine, df, ctx.path());
+    let e = &ts.engine;
+    assert_eq!(
+        read_text(e, &r.image, "/one/over").as_deref(),
+        Some("new\n")
+    );
+    assert_eq!(read_text(e, &r.image, "/two/sub/b").as_deref(), Some("b\n"));
+    assert_eq!(
+        read_text(e, &r.image, "/one/up").as_deref(),
+        Some("u\nmore\n")
+    );
+    let n = r.image.diff_ids.len();
+    if e.snapshotter().unwrap().driver() == strata_overlay::Driver::Overlay {
+        let meta = |layer: usize, p: &str| {
+            std::fs::symlink_metadata(layer_diff_dir(e, &r.image, layer).join(p)).unwrap()
+        };
+        // Linked: a and a2 (one inode in the stage) stay one inode, with the stage's.
+        let (a, a2) = (meta(n - 2, "one/a"), meta(n - 2, "one/a2"));
+        assert_eq!(a.ino(), a2.ino());
+        assert!(a.nlink() >= 4, "linked from the stage: {}", a.nlink());
+        assert_eq!(a.mode() & 0o7777, 0o4750);
+        let b = meta(n - 2, "one/sub/b");
+        assert!(b.nlink() >= 2, "one/sub/b is linked");
+        assert_eq!((b.uid(), b.gid()), (5, 6));
+        // From the topmost stage layer that has it (made anew over a whiteout there).
+        assert!(meta(n - 2, "one/over").nlink() >= 2);
+        assert_eq!(
+            std::fs::read(layer_diff_dir(e, &r.image, n - 2).join("one/over")).unwrap(),
+            b"new\n"
+        );
+        // Copied up and changed by a RUN, so carrying overlay's own xattrs: copied.
+        assert_eq!(meta(n - 2, "one/up").nlink(), 1);
+        // From the image's own layer, below the stage's.
+        assert!(meta(n, "tools/busybox").nlink() >= 2, "busybox is linked");
+        // Another mode: copied (a and a2 still one inode of their own).
+        let (a, a2) = (meta(n - 1, "two/a"), meta(n - 1, "two/a2"));
+        assert_eq!(a.ino(), a2.ino());
+        assert_eq!(a.nlink(), 2);
+        assert_eq!(a.mode() & 0o7777, 0o600);
+        assert_eq!(meta(n - 1, "two/sub/b").nlink(), 1);
+    }
+    // A store that copies every file gives the same layers.
+    let vfs = TestStore::with_driver(Some(strata_overlay::Driver::Vfs));
+    let copied = build_clamped(&vfs.engine, df, ctx.path());
+    assert_eq!(r.image.diff_ids, copied.image.diff_ids);
+}
+
 /// The file lists kept for linking unchanged files go with what they describe: `prune`
 /// keeps only those whose snapshot is still there, `prune --cache` removes them all.
 #[test]

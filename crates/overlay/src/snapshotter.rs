@@ -367,20 +367,26 @@ impl Snapshotter {
         }
     }
 
+    /// The record of `key`, which `op` needs to be a committed snapshot.
+    fn stat_committed(&self, key: &str, op: &'static str) -> Result<Info> {
+        let info = self.stat(key)?;
+        if info.kind != Kind::Committed {
+            return Err(Error::WrongKind {
+                key: key.into(),
+                op,
+                expected: "committed",
+                actual: info.kind.word(),
+            });
+        }
+        Ok(info)
+    }
+
     /// Link names of the chain starting at committed `parent` (nearest first).
     fn chain_links(&self, parent: Option<&str>) -> Result<Vec<String>> {
         let Some(p) = parent else {
             return Ok(Vec::new());
         };
-        let info = self.stat(p)?;
-        if info.kind != Kind::Committed {
-            return Err(Error::WrongKind {
-                key: p.into(),
-                op: "being a parent",
-                expected: "committed",
-                actual: info.kind.word(),
-            });
-        }
+        let info = self.stat_committed(p, "being a parent")?;
         let mut links = vec![self.link_of(&info.id)?];
         links.extend(self.lowers_of(&info.id)?);
         Ok(links)
@@ -811,15 +817,7 @@ impl Snapshotter {
     /// full folder. Open them with [`crate::layers::Layers::open`] to find which folder
     /// holds a path. Committed folders are never changed in place.
     pub fn layer_dirs(&self, key: &str) -> Result<Vec<PathBuf>> {
-        let info = self.stat(key)?;
-        if info.kind != Kind::Committed {
-            return Err(Error::WrongKind {
-                key: key.into(),
-                op: "listing layer folders",
-                expected: "committed",
-                actual: info.kind.word(),
-            });
-        }
+        let info = self.stat_committed(key, "listing layer folders")?;
         let mut dirs = vec![self.folder(&info.id).diff()];
         if self.driver == Driver::Overlay {
             dirs.extend(self.chain_dirs(&self.lowers_of(&info.id)?));

@@ -33,6 +33,20 @@ pub enum FileKind {
 }
 
 impl FileKind {
+    /// The kind of a file with mode bits `mode` (`st_mode` / `stx_mode`); anything that is not
+    /// one of the special types is a regular file.
+    pub fn from_mode(mode: u32) -> FileKind {
+        match FileType::from_raw_mode(mode) {
+            FileType::Directory => FileKind::Dir,
+            FileType::Symlink => FileKind::Symlink,
+            FileType::Fifo => FileKind::Fifo,
+            FileType::Socket => FileKind::Socket,
+            FileType::CharacterDevice => FileKind::CharDevice,
+            FileType::BlockDevice => FileKind::BlockDevice,
+            _ => FileKind::File,
+        }
+    }
+
     /// Short name used in records and explanations (`file`, `dir`, `symlink`, ...).
     pub fn name(self) -> &'static str {
         match self {
@@ -277,15 +291,7 @@ fn statx_mask() -> StatxFlags {
 /// The entry and identity of `path` from its `statx`.
 fn from_statx(path: String, st: &Statx, link: Option<String>) -> (Entry, StatId) {
     let mode = u32::from(st.stx_mode);
-    let kind = match FileType::from_raw_mode(mode) {
-        FileType::Directory => FileKind::Dir,
-        FileType::Symlink => FileKind::Symlink,
-        FileType::Fifo => FileKind::Fifo,
-        FileType::Socket => FileKind::Socket,
-        FileType::CharacterDevice => FileKind::CharDevice,
-        FileType::BlockDevice => FileKind::BlockDevice,
-        _ => FileKind::File,
-    };
+    let kind = FileKind::from_mode(mode);
     let id = StatId {
         dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
         ino: st.stx_ino,

@@ -320,15 +320,7 @@ impl Tree for RootfsTree {
 
 /// An [`Entry`] from a `stat` result.
 pub(crate) fn entry_from_stat(path: &str, st: &rustix::fs::Stat, link: Option<String>) -> Entry {
-    let kind = match FileType::from_raw_mode(st.st_mode) {
-        FileType::Directory => FileKind::Dir,
-        FileType::Symlink => FileKind::Symlink,
-        FileType::Fifo => FileKind::Fifo,
-        FileType::Socket => FileKind::Socket,
-        FileType::CharacterDevice => FileKind::CharDevice,
-        FileType::BlockDevice => FileKind::BlockDevice,
-        _ => FileKind::File,
-    };
+    let kind = FileKind::from_mode(st.st_mode);
     Entry {
         path: path.to_string(),
         kind,

@@ -35,7 +35,7 @@ use strata_parser::shell::{expand_word, Env, Lookup};
 use strata_parser::{ArgCommand, ArgDef, Dockerfile, Instruction, InstructionKind, MountType};
 use strata_store::{Compression, Digest, Image, ImageConfig, RefKind, Reference};
 
-use crate::cache::{self, LastBuilds, StepRecord};
+use crate::cache::{self, LastBuilds, StepHit};
 use crate::cachekey::{KeyInputs, OpKind, Parent};
 use crate::context::{read_ignore_file, ContextIndex, HashCache, PatternMatcher};
 use crate::engine::{chain_name, Engine, LayerRef};
@@ -397,12 +397,25 @@ impl Engine {
             let patterns = ignore.map(|i| i.patterns).unwrap_or_default();
             let matcher = PatternMatcher::new(&patterns)?;
             let filtered = !patterns.is_empty();
-            // The memo loads (and checks its sum) while the context is walked.
+            // The memo loads (and checks its sum) while the context is walked, on a thread of
+            // its own: a small context then never starts rayon's pool (whose idle workers
+            // spin a while), a large one is walked on it.
             let builder_dir = self.builder_dir();
-            let (index, memo) = rayon::join(
-                || ContextIndex::walk(&opts.context, filtered.then_some(&matcher)),
-                || HashCache::open(&builder_dir, &opts.context),
-            );
+            let open_memo = || HashCache::open(&builder_dir, &opts.context);
+            let (index, memo) = std::thread::scope(|s| {
+                let memo = std::thread::Builder::new()
+                    .name("strata-memo".into())
+                    .spawn_scoped(s, open_memo);
+                let index = ContextIndex::walk(&opts.context, filtered.then_some(&matcher));
+                let memo = match memo {
+                    Ok(handle) => handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                    // No thread to be had: loaded after the walk instead.
+                    Err(_) => open_memo(),
+                };
+                (index, memo)
+            });
             let mut index = index?;
             index.set_hash_cache(Arc::new(memo));
             (Some(index), filtered)
@@ -1518,32 +1531,33 @@ impl Build<'_> {
         // Per-file lists stay out of what is kept (the lists are kept apart by digest).
         seen.push(inputs.without_files());
         if !no_cache {
-            let below: Vec<Digest> = st.layers.iter().map(|l| l.diff_id).collect();
             let hit = match cache::lookup(store, &key)? {
-                Some(record) => {
-                    cache::touch(store, &key)?;
+                Some(hit) => {
+                    cache::mark_used(store, &hit)?;
                     // `lookup` checked that the layer's blob is there.
-                    if let Some(l) = &record.layer {
+                    if let Some(l) = &hit.layer {
                         lock(&self.present).insert(l.digest);
                     }
-                    Some(record)
+                    Some(hit)
                 }
-                None => self.remote.lookup(&key, &below).map(|r| {
-                    let stage = self.stage_name(info);
-                    lock(&self.remote_hits).push((r.clone(), stage.clone()));
-                    StepRecord {
-                        kind: String::new(),
-                        key: r.key,
-                        layer: r.layer,
-                        created_by: r.created_by,
-                        created: r.created,
-                        inputs: r.inputs,
-                        stage: Some(stage),
-                    }
-                }),
+                None if self.remote.is_empty() => None,
+                None => {
+                    let below: Vec<Digest> = st.layers.iter().map(|l| l.diff_id).collect();
+                    self.remote.lookup(&key, &below).map(|r| {
+                        let stage = self.stage_name(info);
+                        lock(&self.remote_hits).push((r.clone(), stage));
+                        StepHit {
+                            key: r.key,
+                            layer: r.layer,
+                            created_by: r.created_by,
+                            created: r.created,
+                            last_used: None,
+                        }
+                    })
+                }
             };
-            if let Some(record) = hit {
-                self.apply_step(st, &record);
+            if let Some(hit) = hit {
+                self.apply_step(st, &hit, &seen[position]);
                 self.reporter.report(&Event::Cached {
                     step: info.id,
                     key: key.to_string(),
@@ -1652,7 +1666,14 @@ impl Build<'_> {
         if let Some(l) = &layer {
             lock(&self.present).insert(l.digest);
         }
-        self.apply_step(st, &record);
+        let hit = StepHit {
+            key: record.key,
+            layer: record.layer,
+            created_by: record.created_by,
+            created: record.created,
+            last_used: None,
+        };
+        self.apply_step(st, &hit, &record.inputs);
         Ok(())
     }
 
@@ -1789,17 +1810,20 @@ impl Build<'_> {
     }
 
     /// Adds a step's result (fresh or from the cache) to the stage.
-    fn apply_step(&self, st: &mut StageState, record: &StepRecord) {
-        let mut chain: Vec<Digest> = st.layers.iter().map(|l| l.diff_id).collect();
-        chain.extend(record.layer.iter().map(|l| l.diff_id));
-        st.records.push(CacheRecord {
-            key: record.key,
-            layer: record.layer.clone(),
-            chain,
-            created_by: record.created_by.clone(),
-            created: record.created.clone(),
-            inputs: record.inputs.clone(),
-        });
+    fn apply_step(&self, st: &mut StageState, record: &StepHit, inputs: &KeyInputs) {
+        // Kept only for `--cache-to`, the one reader of a stage's records.
+        if !self.opts.cache_to.is_empty() {
+            let mut chain: Vec<Digest> = st.layers.iter().map(|l| l.diff_id).collect();
+            chain.extend(record.layer.iter().map(|l| l.diff_id));
+            st.records.push(CacheRecord {
+                key: record.key,
+                layer: record.layer.clone(),
+                chain,
+                created_by: record.created_by.clone(),
+                created: record.created.clone(),
+                inputs: inputs.clone(),
+            });
+        }
         if let Some(l) = &record.layer {
             st.layers.push(LayerRef {
                 blob: l.descriptor(),

@@ -10,10 +10,12 @@
 //! changed nothing), the history entry and when the step ran, plus the [`KeyInputs`] for
 //! explanations, and the stage that made it (for `system df -v`).
 //!
-//! **Last use.** A record's ref is dated on every hit ([`touch`]: its file's modification
-//! time is set, nothing is rewritten), so the ref's modification time is when the record
-//! was last used: [`records`] lists them with it, for
-//! `system df -v` and `prune --keep-storage` (least recently used first).
+//! **Last use.** A record's ref is dated when a hit uses it ([`mark_used`]: its file's
+//! modification time is set, nothing is rewritten), so the ref's modification time is when
+//! the record was last used, to within [`USE_RESOLUTION`] (a record used again within that
+//! time keeps its date: a rebuild loop does not write an inode per step per build):
+//! [`records`] lists them with it, for `system df -v` and `prune --keep-storage` (least
+//! recently used first).
 //!
 //! **Last builds.** To explain a miss we compare the step's inputs with those of the same
 //! step the last time this stage was built. A stage is identified by the build context and
@@ -31,6 +33,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -65,6 +68,26 @@ pub struct StepRecord {
     pub stage: Option<String>,
 }
 
+/// What a hit reuses of a step record: the step's result. The record's inputs are not
+/// read (they are the step's own: the key is their digest), so a hit decodes a few fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepHit {
+    /// The step's cache key.
+    pub key: CacheKey,
+    /// The layer it made; `None` when it changed nothing.
+    pub layer: Option<LayerInfo>,
+    /// The history entry's `created_by`.
+    pub created_by: String,
+    /// When the step ran (RFC 3339); the history entry's `created`.
+    pub created: Option<String>,
+    /// When the record was last used (its ref's modification time), when known.
+    pub last_used: Option<SystemTime>,
+}
+
+/// How precisely last use is kept: [`mark_used`] leaves a record used less than this long
+/// ago as it is. Eviction by age (`prune --keep-storage`) needs minutes, not microseconds.
+pub const USE_RESOLUTION: Duration = Duration::from_secs(60);
+
 /// A step's result to record with [`store_record`].
 #[derive(Debug, Clone, Copy)]
 pub struct NewRecord<'a> {
@@ -82,24 +105,52 @@ pub struct NewRecord<'a> {
     pub stage: &'a str,
 }
 
-/// Looks up the record of `key`. A record that is missing, unreadable or whose layer blob is
-/// gone is a miss.
-pub fn lookup(store: &Store, key: &CacheKey) -> Result<Option<StepRecord>, Error> {
-    let Some(target) = store.get_ref(RefKind::Cache, &key.hex())? else {
+/// Looks up the record of `key`. A record that is missing, unreadable, of another layout or
+/// whose layer blob is gone is a miss.
+pub fn lookup(store: &Store, key: &CacheKey) -> Result<Option<StepHit>, Error> {
+    /// The fields of a [`StepRecord`] a hit needs (the others are skipped, not decoded).
+    #[derive(Deserialize)]
+    struct Stored {
+        kind: String,
+        key: CacheKey,
+        layer: Option<LayerInfo>,
+        created_by: String,
+        created: Option<String>,
+    }
+    let Some((target, modified)) = store.get_ref_dated(RefKind::Cache, &key.hex())? else {
         return Ok(None);
     };
-    let Ok(step) = store.read_record_data::<StepRecord>(&target.digest) else {
+    let Ok(stored) = store.read_record_data::<Stored>(&target.digest) else {
         return Ok(None);
     };
-    if step.kind != RECORD_KIND || step.key != *key {
+    if stored.kind != RECORD_KIND || stored.key != *key {
         return Ok(None);
     }
-    if let Some(layer) = &step.layer {
+    if let Some(layer) = &stored.layer {
         if !store.has_blob(&layer.digest) {
             return Ok(None);
         }
     }
-    Ok(Some(step))
+    Ok(Some(StepHit {
+        key: stored.key,
+        layer: stored.layer,
+        created_by: stored.created_by,
+        created: stored.created,
+        last_used: Some(modified),
+    }))
+}
+
+/// Dates the record of `hit` as used now ([`touch`]) unless it was used less than
+/// [`USE_RESOLUTION`] ago.
+pub fn mark_used(store: &Store, hit: &StepHit) -> Result<(), Error> {
+    let recent = hit
+        .last_used
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age < USE_RESOLUTION);
+    if recent {
+        return Ok(());
+    }
+    touch(store, &hit.key)
 }
 
 /// Stores the record of a step that ran, made at `created` (RFC 3339; the history entry's
@@ -313,10 +364,26 @@ impl LastBuilds {
     /// Records the inputs of `stage`'s layer steps of a successful build. A record that
     /// would not change is not written again (for a large `COPY` it is megabytes).
     pub fn save(&self, stage: &str, steps: &[KeyInputs]) -> Result<(), Error> {
-        let record = StageRecord {
-            identity: self.identity.clone(),
-            stage: stage.to_string(),
-            steps: steps.iter().map(KeyInputs::without_files).collect(),
+        /// A [`StageRecord`] written from borrowed parts (the same JSON).
+        #[derive(Serialize)]
+        struct Borrowed<'a> {
+            identity: &'a str,
+            stage: &'a str,
+            steps: &'a [KeyInputs],
+        }
+        let has_files = |s: &KeyInputs| s.sources.as_ref().is_some_and(|f| !f.files.is_empty());
+        // The build passes steps already without their files: nothing to copy then.
+        let stripped: Vec<KeyInputs>;
+        let steps = if steps.iter().any(has_files) {
+            stripped = steps.iter().map(KeyInputs::without_files).collect();
+            &stripped
+        } else {
+            steps
+        };
+        let record = Borrowed {
+            identity: &self.identity,
+            stage,
+            steps,
         };
         let bytes = serde_json::to_vec(&record).map_err(|source| Error::CacheRecord { source })?;
         let path = self.file(stage);
@@ -607,6 +674,57 @@ mod tests {
     }
 
     #[test]
+    fn a_hit_dates_its_record_unless_it_was_used_within_the_resolution() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let inputs = run("RUN a", 1);
+        let key = inputs.key();
+        store_record(
+            &store,
+            &NewRecord {
+                key: &key,
+                layer: None,
+                chain: &[],
+                created_by: "RUN a # buildkit",
+                inputs: &inputs,
+                stage: "build",
+            },
+            None,
+        )
+        .unwrap();
+        let ref_file = store.root().join("refs").join("cache").join(key.hex());
+        let set = |t: SystemTime| {
+            std::fs::File::options()
+                .write(true)
+                .open(&ref_file)
+                .unwrap()
+                .set_modified(t)
+                .unwrap()
+        };
+        let modified = || std::fs::metadata(&ref_file).unwrap().modified().unwrap();
+        // Used long ago: the hit dates it now.
+        let long_ago = SystemTime::now() - Duration::from_secs(3600);
+        set(long_ago);
+        let hit = lookup(&store, &key).unwrap().unwrap();
+        assert_eq!(hit.last_used, Some(long_ago));
+        mark_used(&store, &hit).unwrap();
+        assert!(modified() > long_ago + Duration::from_secs(3000));
+        // Used a moment ago: left as it is.
+        let moment_ago = SystemTime::now() - Duration::from_secs(5);
+        set(moment_ago);
+        let hit = lookup(&store, &key).unwrap().unwrap();
+        mark_used(&store, &hit).unwrap();
+        assert_eq!(modified(), moment_ago);
+        // A hit that does not know when its record was used dates it.
+        let unknown = StepHit {
+            last_used: None,
+            ..hit
+        };
+        mark_used(&store, &unknown).unwrap();
+        assert!(modified() > moment_ago);
+    }
+
+    #[test]
     fn records_round_trip_through_the_store_and_need_their_layer() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -629,7 +747,17 @@ mod tests {
             Some("2024-01-01T00:00:00Z".into()),
         )
         .unwrap();
-        assert_eq!(lookup(&store, &key).unwrap(), Some(stored));
+        let hit = lookup(&store, &key).unwrap().unwrap();
+        assert_eq!(
+            (hit.key, &hit.layer, &hit.created_by, &hit.created),
+            (
+                stored.key,
+                &stored.layer,
+                &stored.created_by,
+                &stored.created
+            )
+        );
+        assert!(hit.last_used.is_some());
         // A hit dates the record, which orders `records` (least recently used first).
         let other_inputs = run("RUN b", 1);
         let other = other_inputs.key();

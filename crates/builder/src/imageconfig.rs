@@ -148,9 +148,11 @@ pub fn history_entry(created_by: &str, empty_layer: bool, created: Option<String
 
 /// Appends `entry` to the config's history.
 pub fn push_history(config: &mut ImageConfig, entry: History) {
-    let mut history = config.oci.history().clone().unwrap_or_default();
-    history.push(entry);
-    config.oci.set_history(Some(history));
+    config
+        .oci
+        .history_mut()
+        .get_or_insert_with(Vec::new)
+        .push(entry);
 }
 
 /// Fills in the `created` times BuildKit's exporter fills in: an entry without one takes the

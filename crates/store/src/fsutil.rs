@@ -67,19 +67,20 @@ pub(crate) fn read_capped_file(file: File, path: &Path, max: u64) -> Result<Vec<
     };
     let mut file = file.take(max + 1);
     let first = usize::try_from(max + 1).map_or(FIRST_READ, |m| m.min(FIRST_READ));
-    let mut out = vec![0u8; first];
+    // Read into the stack first: the result is then allocated at its size, not as a fresh
+    // zeroed buffer per file (a cached build reads hundreds of these).
+    let mut buf = [0u8; FIRST_READ];
+    let buf = &mut buf[..first];
     let mut filled = 0;
-    while filled < out.len() {
-        match file.read(&mut out[filled..]) {
-            Ok(0) => {
-                out.truncate(filled);
-                return Ok(out);
-            }
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => return Ok(buf[..filled].to_vec()),
             Ok(n) => filled += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Error::io("read", path, e)),
         }
     }
+    let mut out = buf.to_vec();
     // Full: the rest in one read of the size the file has, plus one byte to see its end.
     let known = file.get_ref().metadata().map(|m| m.len()).unwrap_or(0);
     if known > max {

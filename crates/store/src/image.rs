@@ -74,14 +74,38 @@ pub(crate) fn host_arch() -> &'static str {
 
 /// Build a manifest's canonical bytes (sorted keys, compact).
 pub(crate) fn manifest_bytes(config: &Descriptor, layers: &[Descriptor]) -> Vec<u8> {
-    let d = |d: &Descriptor| serde_json::json!({"mediaType": d.media_type, "digest": d.digest.to_string(), "size": d.size});
-    let value = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": media::OCI_MANIFEST,
-        "config": d(config),
-        "layers": layers.iter().map(d).collect::<Vec<_>>(),
-    });
-    serde_json::to_vec(&value).expect("a JSON value always serialises")
+    // Fields are declared in sorted order: the bytes are those of a JSON object with sorted
+    // keys, written without building one (an image of many layers is written per build).
+    #[derive(serde::Serialize)]
+    struct Desc<'a> {
+        digest: String,
+        #[serde(rename = "mediaType")]
+        media_type: &'a str,
+        size: u64,
+    }
+    #[derive(serde::Serialize)]
+    struct Manifest<'a> {
+        config: Desc<'a>,
+        layers: Vec<Desc<'a>>,
+        #[serde(rename = "mediaType")]
+        media_type: &'a str,
+        #[serde(rename = "schemaVersion")]
+        schema_version: u32,
+    }
+    fn desc(d: &Descriptor) -> Desc<'_> {
+        Desc {
+            digest: d.digest.to_string(),
+            media_type: &d.media_type,
+            size: d.size,
+        }
+    }
+    let manifest = Manifest {
+        config: desc(config),
+        layers: layers.iter().map(desc).collect(),
+        media_type: media::OCI_MANIFEST,
+        schema_version: 2,
+    };
+    serde_json::to_vec(&manifest).expect("plain data always serialises")
 }
 
 impl Store {
@@ -339,6 +363,35 @@ mod tests {
     use super::*;
 
     use crate::store::tests::store;
+
+    #[test]
+    fn manifest_bytes_are_sorted_compact_json() {
+        // The bytes decide manifest digests: they must be those of a sorted-key JSON
+        // object, as they always were, so that images keep their digests.
+        let config = Descriptor::new(media::OCI_CONFIG, Digest::of(b"config"), 12);
+        for n in [0usize, 1, 3] {
+            let layers: Vec<Descriptor> = (0..n)
+                .map(|i| {
+                    Descriptor::new(
+                        media::OCI_LAYER_ZSTD,
+                        Digest::of(&[i as u8]),
+                        100 + i as u64,
+                    )
+                })
+                .collect();
+            let d = |d: &Descriptor| serde_json::json!({"mediaType": d.media_type, "digest": d.digest.to_string(), "size": d.size});
+            let value = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": media::OCI_MANIFEST,
+                "config": d(&config),
+                "layers": layers.iter().map(d).collect::<Vec<_>>(),
+            });
+            assert_eq!(
+                String::from_utf8(manifest_bytes(&config, &layers)).unwrap(),
+                serde_json::to_string(&value).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn import_tag_resolve_and_list() {

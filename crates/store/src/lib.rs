@@ -58,6 +58,7 @@ mod config;
 mod descriptor;
 mod digest;
 mod direct;
+mod dirfd;
 mod error;
 mod fsck;
 mod fsutil;

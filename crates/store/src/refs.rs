@@ -45,6 +45,16 @@ pub enum RefKind {
 }
 
 impl RefKind {
+    /// Where `self` is in [`RefKind::ALL`].
+    pub(crate) fn position(self) -> usize {
+        match self {
+            RefKind::Tag => 0,
+            RefKind::Cache => 1,
+            RefKind::Container => 2,
+            RefKind::Untagged => 3,
+        }
+    }
+
     /// Every kind.
     pub const ALL: [RefKind; 4] = [
         RefKind::Tag,
@@ -221,15 +231,43 @@ impl Store {
     /// One read of one file, without the refs lock: a ref changes by an atomic rename, so a
     /// reader sees the old target or the new one, never a mix.
     pub fn get_ref(&self, kind: RefKind, name: &str) -> Result<Option<Descriptor>> {
+        Ok(self.read_ref(kind, name, false)?.map(|(target, _)| target))
+    }
+
+    /// [`Store::get_ref`] and when the ref was last set or touched (its file's modification
+    /// time, from the file that was read: one `fstat` more, no second lookup).
+    pub fn get_ref_dated(
+        &self,
+        kind: RefKind,
+        name: &str,
+    ) -> Result<Option<(Descriptor, std::time::SystemTime)>> {
+        Ok(self
+            .read_ref(kind, name, true)?
+            .and_then(|(target, modified)| modified.map(|m| (target, m))))
+    }
+
+    fn read_ref(
+        &self,
+        kind: RefKind,
+        name: &str,
+        dated: bool,
+    ) -> Result<Option<(Descriptor, Option<std::time::SystemTime>)>> {
         let path = self.ref_path(kind, name);
-        let file = match fs::File::open(&path) {
+        let dir = &self.paths.ref_dirs[kind.position()];
+        let file = match dir.open(&encode_name(name)) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("open", path, e)),
         };
+        let modified = if dated {
+            let meta = file.metadata().map_err(|e| Error::io("stat", &path, e))?;
+            Some(meta.modified().map_err(|e| Error::io("stat", &path, e))?)
+        } else {
+            None
+        };
         let bytes = read_capped_file(file, &path, MAX_REF_FILE)?;
         let file = parse_ref_file(&path, &bytes)?;
-        Ok((file.name == name).then_some(file.target))
+        Ok((file.name == name).then_some((file.target, modified)))
     }
 
     /// When a ref was last set (its file's modification time), if it exists: what

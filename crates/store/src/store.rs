@@ -28,14 +28,22 @@ pub(crate) struct Paths {
     pub sources: PathBuf,
     pub ingest: PathBuf,
     pub locks: PathBuf,
+    /// `blobs` opened for reads relative to it.
+    pub blobs_dir: crate::dirfd::DirHandle,
+    /// `refs/<kind>` opened for reads relative to them, in [`crate::RefKind::ALL`] order.
+    pub ref_dirs: [crate::dirfd::DirHandle; 4],
 }
 
 impl Paths {
     fn new(root: &Path) -> Paths {
+        let refs = root.join("refs");
         Paths {
             root: root.to_path_buf(),
             blobs: root.join("blobs").join("sha256"),
-            refs: root.join("refs"),
+            blobs_dir: crate::dirfd::DirHandle::new(root.join("blobs").join("sha256")),
+            ref_dirs: crate::refs::RefKind::ALL
+                .map(|kind| crate::dirfd::DirHandle::new(refs.join(kind.dir_name()))),
+            refs,
             diffids: root.join("diffids"),
             sources: root.join("sources"),
             ingest: root.join("ingest"),
@@ -128,7 +136,7 @@ impl Store {
 
     /// Whether the store holds a blob.
     pub fn has_blob(&self, digest: &Digest) -> bool {
-        self.paths.blob(digest).is_file()
+        self.paths.blobs_dir.is_file(&digest.hex())
     }
 
     /// The size of a blob, or `None` if the store does not have it.
@@ -154,7 +162,7 @@ impl Store {
     /// Read a small blob whole, verifying its digest; refuses blobs over [`MAX_JSON_BLOB`].
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
         let path = self.paths.blob(digest);
-        let file = match File::open(&path) {
+        let file = match self.paths.blobs_dir.open(&digest.hex()) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(Error::BlobNotFound { digest: *digest })

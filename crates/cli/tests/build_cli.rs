@@ -68,6 +68,20 @@ impl Fixture {
         self.dir.path().join("store")
     }
 
+    /// Dates every build-cache record `seconds` in the past, standing in for time passing
+    /// between builds: a record is marked used again only when its last use is older than
+    /// the cache's use resolution (a minute).
+    fn age_cache_records(&self, seconds: u64) {
+        let then = std::time::SystemTime::now() - std::time::Duration::from_secs(seconds);
+        for entry in std::fs::read_dir(self.root().join("refs/cache")).unwrap() {
+            let file = std::fs::File::options()
+                .write(true)
+                .open(entry.unwrap().path())
+                .unwrap();
+            file.set_modified(then).unwrap();
+        }
+    }
+
     /// A context folder with a Dockerfile and files.
     fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
         let ctx = self.dir.path().join(name);
@@ -500,7 +514,7 @@ fn keep_storage_evicts_the_least_recently_used_cache() {
         &[],
     );
     f.ok(&["build", "-q", path(&old)]);
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    f.age_cache_records(180);
     f.ok(&["build", "-q", path(&new)]);
     let (dry, _) = f.ok(&["builder", "prune", "--keep-storage", "1GB", "--dry-run"]);
     assert!(
@@ -523,7 +537,8 @@ fn keep_storage_evicts_the_least_recently_used_cache() {
         "{both}"
     );
     // Rebuilding the old one uses its record: now the new one is the least recently used.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // Both are aged past the cache's use resolution first, as a later build would find them.
+    f.age_cache_records(120);
     f.ok(&["build", "-q", path(&old)]);
     let (one, _) = f.ok(&["prune", "--keep-storage", "1", "--dry-run"]);
     assert!(

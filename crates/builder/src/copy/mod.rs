@@ -213,8 +213,8 @@ pub(crate) struct Item {
     pub origin: Origin,
     /// The path in its root (or the heredoc name).
     pub path: String,
-    /// The path below the top's target (`""` for the target itself).
-    pub rel: String,
+    /// Where in `path` the path below the top's target starts ([`Item::rel`]).
+    pub rel_start: usize,
     pub kind: FileKind,
     pub link: Option<String>,
     pub rdev: u64,
@@ -223,6 +223,13 @@ pub(crate) struct Item {
     pub gid: u32,
     pub overwrite_meta: bool,
     pub hashed: Hashed,
+}
+
+impl Item {
+    /// The path below the top's target (`""` for the target itself).
+    pub fn rel(&self) -> &str {
+        self.path.get(self.rel_start..).unwrap_or_default()
+    }
 }
 
 /// One top-level source of the plan.
@@ -380,11 +387,12 @@ pub fn prepare(req: &CopyRequest) -> Result<CopyPlan, Error> {
                 {
                     kind = TopKind::Archive;
                 }
+                items.reserve(top.entries.len());
                 for f in top.entries {
                     items.push(item_from_entry(
                         Origin::Tree(0),
                         f.entry,
-                        f.rel,
+                        f.rel_start,
                         f.overwrite_meta,
                     ));
                 }
@@ -407,7 +415,7 @@ pub fn prepare(req: &CopyRequest) -> Result<CopyPlan, Error> {
                 } else {
                     TopKind::Single
                 };
-                items.push(item_from_entry(Origin::Tree(r), entry, String::new(), true));
+                items.push(item_from_entry(Origin::Tree(r), entry, usize::MAX, true));
                 let name = url::url_file_name(&url);
                 (kind, url, name)
             }
@@ -423,12 +431,7 @@ pub fn prepare(req: &CopyRequest) -> Result<CopyPlan, Error> {
                     rdev: 0,
                     link_target: None,
                 };
-                items.push(item_from_entry(
-                    Origin::Inline(i),
-                    entry,
-                    String::new(),
-                    true,
-                ));
+                items.push(item_from_entry(Origin::Inline(i), entry, usize::MAX, true));
                 (TopKind::Single, format!("<<{}", f.name), f.name.clone())
             }
         };
@@ -556,11 +559,13 @@ pub fn prepare(req: &CopyRequest) -> Result<CopyPlan, Error> {
     })
 }
 
-fn item_from_entry(origin: Origin, e: Entry, rel: String, overwrite_meta: bool) -> Item {
+/// The item of `e`, its path below the top's target starting at byte `rel_start` of its
+/// path (past the end: the target itself).
+fn item_from_entry(origin: Origin, e: Entry, rel_start: usize, overwrite_meta: bool) -> Item {
     Item {
         origin,
+        rel_start: rel_start.min(e.path.len()),
         path: e.path,
-        rel,
         kind: e.kind,
         link: e.link_target,
         rdev: e.rdev,
@@ -615,7 +620,7 @@ fn sources_digest(tops: &[PlanTop], items: &[Item]) -> String {
             TopKind::Contents | TopKind::Parents => {
                 let entries: Vec<(&str, bool, [u8; 32])> = top_items
                     .iter()
-                    .map(|i| (i.rel.as_str(), i.kind == FileKind::Dir, i.hashed.digest))
+                    .map(|i| (i.rel(), i.kind == FileKind::Dir, i.hashed.digest))
                     .collect();
                 hash::tree_digest(&entries)
             }

@@ -114,6 +114,11 @@ impl Encoder {
         Self::default()
     }
 
+    /// Empties the encoding, keeping its buffer (to encode again without allocating).
+    pub fn clear(&mut self) {
+        self.out.clear();
+    }
+
     fn len(&mut self, n: usize) {
         self.out.extend_from_slice(&(n as u64).to_be_bytes());
     }

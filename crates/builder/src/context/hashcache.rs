@@ -134,6 +134,10 @@ pub struct HashCache {
     /// What this build learnt; an entry here replaces the loaded one of its path. Written
     /// only on a miss.
     fresh: RwLock<HashMap<String, CachedFile>>,
+    /// Set (under the write lock) once `fresh` holds anything: a lookup reads this flag,
+    /// not the lock, while nothing was learnt (taking a read lock writes a cache line
+    /// every thread shares).
+    has_fresh: AtomicBool,
     dirty: AtomicBool,
     hits: AtomicU64,
     /// Entries whose timestamps are not older than this are not remembered.
@@ -275,6 +279,7 @@ impl HashCache {
             path,
             loaded,
             fresh: RwLock::new(HashMap::new()),
+            has_fresh: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
             hits: AtomicU64::new(0),
             settle_limit: (now.as_secs() as i64, i64::from(now.subsec_nanos())),
@@ -324,7 +329,9 @@ impl HashCache {
             &dyn Fn(&[u8; 32]) -> Option<[u8; 32]>,
         ) -> Option<R>,
     ) -> Option<R> {
-        {
+        // An insert of `path` that happened before this lookup set the flag first; one
+        // racing with it finds either record, and the identity check decides as ever.
+        if self.has_fresh.load(Ordering::Acquire) {
             let fresh = read(&self.fresh);
             if !fresh.is_empty() {
                 if let Some(c) = fresh.get(path) {
@@ -375,14 +382,34 @@ impl HashCache {
         guess: usize,
         header: impl FnOnce(&[(String, Vec<u8>)]) -> [u8; 32],
     ) -> Option<([u8; 32], Xattrs)> {
-        let found = self.with_entry(path, id, guess, |owned, xattrs, find| {
-            let digest = find(&header(xattrs))?;
-            Some((digest, owned()))
-        });
+        let found = self.lookup_near_uncounted(path, id, guess, header);
         if found.is_some() {
             self.hits.fetch_add(1, Ordering::Relaxed);
         }
         found
+    }
+
+    /// [`HashCache::lookup_near`] without counting a hit: for callers that look up many
+    /// files in parallel and add their hits once ([`HashCache::add_hits`]), so the
+    /// threads do not all write one shared counter per file.
+    pub fn lookup_near_uncounted(
+        &self,
+        path: &str,
+        id: &StatId,
+        guess: usize,
+        header: impl FnOnce(&[(String, Vec<u8>)]) -> [u8; 32],
+    ) -> Option<([u8; 32], Xattrs)> {
+        self.with_entry(path, id, guess, |owned, xattrs, find| {
+            let digest = find(&header(xattrs))?;
+            Some((digest, owned()))
+        })
+    }
+
+    /// Counts `n` digests answered by [`HashCache::lookup_near_uncounted`].
+    pub fn add_hits(&self, n: u64) {
+        if n > 0 {
+            self.hits.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// The digest remembered for `path` at identity `id` under header digest `header`.
@@ -414,6 +441,8 @@ impl HashCache {
             return;
         }
         let mut fresh = write(&self.fresh);
+        // Under the write lock: a lookup that sees the flag waits for this insert.
+        self.has_fresh.store(true, Ordering::Release);
         let slot = fresh.entry(path.to_string()).or_insert_with(|| {
             // Start from what the file remembered, so its other variants are kept.
             self.loaded

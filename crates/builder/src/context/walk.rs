@@ -123,8 +123,9 @@ impl Entry {
 pub struct ContextIndex {
     root: PathBuf,
     entries: Vec<Entry>,
-    /// The `lstat` identity of each entry, for the digest memo.
-    stats: Vec<StatId>,
+    /// The `lstat` identity of each entry, for the digest memo; `None` when `statx` did
+    /// not return all of it (the memo then never answers for the entry).
+    stats: Vec<Option<StatId>>,
     /// Path to position, over the paths `entries` owns; built on the first lookup that
     /// needs it.
     positions: OnceLock<PathTable>,
@@ -153,7 +154,10 @@ impl ContextIndex {
             out: Vec::new(),
             stats: Vec::new(),
         };
-        walker.push(entry_from("", &meta, None), StatId::from_metadata(&meta));
+        walker.push(
+            entry_from("", &meta, None),
+            Some(StatId::from_metadata(&meta)),
+        );
         walker.dir(fd, root, "", &ParentMatches::default())?;
         if walker.out.len() >= u32::MAX as usize / 2 {
             return Err(Error::io(
@@ -219,9 +223,10 @@ impl ContextIndex {
         }
     }
 
-    /// The `lstat` identity the walk saw for the entry at `pos`.
+    /// The `lstat` identity the walk saw for the entry at `pos`; `None` when `statx` did
+    /// not return every field of it (such a file is always read).
     pub fn stat(&self, pos: usize) -> Option<&StatId> {
-        self.stats.get(pos)
+        self.stats.get(pos)?.as_ref()
     }
 
     /// Attaches the digest memo that hashing this context consults and feeds.
@@ -288,8 +293,11 @@ fn statx_mask() -> StatxFlags {
         | StatxFlags::SIZE
 }
 
-/// The entry and identity of `path` from its `statx`.
-fn from_statx(path: String, st: &Statx, link: Option<String>) -> (Entry, StatId) {
+/// The entry and identity of `path` from its `statx`. The identity is `None` unless
+/// `statx` returned every field of it (`stx_mask`): a filesystem may leave out what it
+/// does not keep, such as a timestamp, and a zero there would let the memo trust a
+/// changed file.
+fn from_statx(path: String, st: &Statx, link: Option<String>) -> (Entry, Option<StatId>) {
     let mode = u32::from(st.stx_mode);
     let kind = FileKind::from_mode(mode);
     let id = StatId {
@@ -303,6 +311,9 @@ fn from_statx(path: String, st: &Statx, link: Option<String>) -> (Entry, StatId)
         gid: st.stx_gid,
         nlink: u64::from(st.stx_nlink),
     };
+    let id = StatxFlags::from_bits_retain(st.stx_mask)
+        .contains(statx_mask())
+        .then_some(id);
     let entry = Entry {
         path,
         kind,
@@ -327,10 +338,10 @@ struct Walker<'a> {
     ignore: Option<&'a PatternMatcher>,
     /// Excluded directories being walked because an exception may include something below
     /// them; emitted (in order) when that happens. The flag says whether it was emitted.
-    pending: Vec<(Entry, StatId, bool)>,
+    pending: Vec<(Entry, Option<StatId>, bool)>,
     out: Vec<Entry>,
     /// The identity of each of `out`.
-    stats: Vec<StatId>,
+    stats: Vec<Option<StatId>>,
 }
 
 /// One name of a directory, with what `statx` said about it.
@@ -340,7 +351,7 @@ struct Child {
 }
 
 impl Walker<'_> {
-    fn push(&mut self, entry: Entry, stat: StatId) {
+    fn push(&mut self, entry: Entry, stat: Option<StatId>) {
         self.out.push(entry);
         self.stats.push(stat);
     }
@@ -399,7 +410,7 @@ impl Walker<'_> {
         if parallel {
             use rayon::prelude::*;
             let ignore = self.ignore;
-            type Part = (Vec<Entry>, Vec<StatId>);
+            type Part = (Vec<Entry>, Vec<Option<StatId>>);
             let parts: Vec<Result<Part, Error>> = children
                 .into_par_iter()
                 .with_max_len(1)
@@ -642,6 +653,31 @@ pub(crate) mod tests {
         let meta = std::fs::symlink_metadata(dir.path().join("d07/f3")).unwrap();
         assert_eq!(index.stat(pos), Some(&StatId::from_metadata(&meta)));
         assert_eq!(index.get("d07/f3").unwrap().size, 6);
+    }
+
+    /// An identity `statx` returned only in part (no ctime, or no mtime) is not one the
+    /// memo may trust: the entry is still listed, without an identity.
+    #[test]
+    fn partial_statx_gives_no_identity() {
+        let dir = make_tree(&["f"]);
+        let st = rustix::fs::statx(
+            rustix::fs::CWD,
+            dir.path().join("f"),
+            AtFlags::SYMLINK_NOFOLLOW,
+            statx_mask(),
+        )
+        .unwrap();
+        let (entry, id) = from_statx("f".into(), &st, None);
+        assert_eq!(entry.kind, FileKind::File);
+        let meta = std::fs::symlink_metadata(dir.path().join("f")).unwrap();
+        assert_eq!(id, Some(StatId::from_metadata(&meta)));
+        for missing in [StatxFlags::CTIME, StatxFlags::MTIME, StatxFlags::INO] {
+            let mut partial = st;
+            partial.stx_mask &= !missing.bits();
+            let (entry, id) = from_statx("f".into(), &partial, None);
+            assert_eq!((entry.kind, entry.size), (FileKind::File, 1));
+            assert_eq!(id, None, "{missing:?} missing");
+        }
     }
 
     #[test]

@@ -478,7 +478,7 @@ fn make_dirs(
     let mut stack: Vec<(String, OwnedFd)> = Vec::new();
     for idx in top.items.start + 1..top.items.end {
         let item = &plan.items[idx];
-        let (parent, name) = split_rel(&item.rel);
+        let (parent, name) = split_rel(item.rel());
         if item.kind != FileKind::Dir {
             jobs.push(Job {
                 top: t,
@@ -492,7 +492,7 @@ fn make_dirs(
         while stack.last().is_some_and(|(r, _)| r != parent) {
             stack.pop();
         }
-        let shown = ctx.shown(dir, &item.rel, "");
+        let shown = ctx.shown(dir, item.rel(), "");
         let reopened;
         let pfd =
             match stack.last() {
@@ -528,12 +528,12 @@ fn make_dirs(
             },
             e => Error::io("open", &shown, e.into()),
         })?;
-        stack.push((item.rel.clone(), fd));
+        stack.push((item.rel().to_string(), fd));
         if created {
-            fresh.insert((dir, item.rel.clone()));
+            fresh.insert((dir, item.rel().to_string()));
         }
         if created || item.overwrite_meta {
-            dir_meta.push((dir, item.rel.clone(), idx));
+            dir_meta.push((dir, item.rel().to_string(), idx));
         }
         stats.dirs += 1;
     }

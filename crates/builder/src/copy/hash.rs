@@ -33,23 +33,34 @@ use crate::Error;
 
 thread_local! {
     static BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; 128 * 1024]);
-    /// The last header hashed on this thread and its digest: the files of a copy mostly
-    /// share their header (same mode, owner, and often size), and a memo hit needs only it.
-    static LAST_HEADER: RefCell<(Vec<u8>, [u8; 32])> = const { RefCell::new((Vec::new(), [0; 32])) };
+    /// Header bytes of memo lookups on this thread: the one being built, and the last
+    /// one hashed with its digest. The files of a copy mostly share their header (same
+    /// mode, owner, and often size), and a memo hit needs only its digest; the buffers are
+    /// reused, so a hit allocates nothing.
+    static HEADERS: RefCell<HeaderScratch> = RefCell::new(HeaderScratch::default());
 }
 
-/// The sha256 of the header bytes `header` (the same bytes as last time on this thread
-/// are not hashed again).
-fn header_digest(header: &[u8]) -> [u8; 32] {
-    LAST_HEADER.with(|last| {
-        let mut last = last.borrow_mut();
-        if last.0.is_empty() || last.0 != header {
-            let digest = Sha256::digest(header).into();
-            last.0.clear();
-            last.0.extend_from_slice(header);
-            last.1 = digest;
+#[derive(Default)]
+struct HeaderScratch {
+    building: Encoder,
+    last: Vec<u8>,
+    digest: [u8; 32],
+}
+
+/// The sha256 of the header that `write` encodes (the same bytes as last time on this
+/// thread are not hashed again).
+fn header_digest(write: impl FnOnce(&mut Encoder)) -> [u8; 32] {
+    HEADERS.with(|h| {
+        let h = &mut *h.borrow_mut();
+        h.building.clear();
+        write(&mut h.building);
+        let header = h.building.as_bytes();
+        if h.last.is_empty() || h.last != header {
+            h.digest = Sha256::digest(header).into();
+            h.last.clear();
+            h.last.extend_from_slice(header);
         }
-        last.1
+        h.digest
     })
 }
 
@@ -104,6 +115,19 @@ impl HashSettings<'_> {
     /// The header part of a digest (the layout of `context::hash`).
     fn header(&self, e: &Entry, mode: u32, size: u64, xattrs: &[(String, Vec<u8>)]) -> Encoder {
         let mut enc = Encoder::new();
+        self.write_header(&mut enc, e, mode, size, xattrs);
+        enc
+    }
+
+    /// Appends the header of [`HashSettings::header`] to `enc`.
+    fn write_header(
+        &self,
+        enc: &mut Encoder,
+        e: &Entry,
+        mode: u32,
+        size: u64,
+        xattrs: &[(String, Vec<u8>)],
+    ) {
         enc.str("strata-file-v1");
         enc.field("kind").str(e.kind.name());
         enc.field("mode").u64(u64::from(mode));
@@ -135,7 +159,6 @@ impl HashSettings<'_> {
         for (name, value) in xattrs {
             enc.str(name).bytes(value);
         }
-        enc
     }
 
     /// Hashes the entry `e` (its `path` relative to `root`, never through a symlink).
@@ -143,22 +166,16 @@ impl HashSettings<'_> {
         self.hash_entry_read(root, e).map(|(hashed, _, _)| hashed)
     }
 
-    /// Hashes the build-context entry `e` through the digest memo: a regular file whose
-    /// walked identity `walked` the memo knows (with the same header: mode after
-    /// `--chmod`, owner, size, extended attributes) is not opened; any other is read and,
-    /// if it is a regular file, remembered.
-    pub fn hash_entry_memo(
+    /// Reads and hashes the build-context entry `e` without asking the memo (the caller
+    /// did), and remembers it if it is a regular file.
+    pub fn hash_entry_remember(
         &self,
         root: &Root,
         e: &Entry,
-        walked: Option<&StatId>,
         memo: &HashCache,
     ) -> Result<Hashed, Error> {
         if e.kind != FileKind::File {
             return self.hash_entry(root, e);
-        }
-        if let Some(hashed) = walked.and_then(|id| self.memo_hit(e, &e.path, id, memo, 0)) {
-            return Ok(hashed);
         }
         let (hashed, id, header) = self.hash_entry_read(root, e)?;
         memo.insert(&e.path, id, hashed.xattrs.clone(), header, hashed.digest);
@@ -168,7 +185,8 @@ impl HashSettings<'_> {
     /// What the memo remembers for the regular file `e` at `path` (`e.path` is not read)
     /// at its walked identity `id`, if it was hashed with the same header (one lookup;
     /// nothing allocated for a file without extended attributes). `guess` is that of
-    /// [`HashCache::lookup_near`].
+    /// [`HashCache::lookup_near`]. Not counted in the memo's hits: the caller adds them
+    /// ([`HashCache::add_hits`]).
     pub fn memo_hit(
         &self,
         e: &Entry,
@@ -181,8 +199,8 @@ impl HashSettings<'_> {
             return None;
         }
         let mode = self.mode(e.kind, id.mode & 0o7777);
-        let (digest, xattrs) = memo.lookup_near(path, id, guess, |xattrs| {
-            header_digest(self.header(e, mode, id.size, xattrs).as_bytes())
+        let (digest, xattrs) = memo.lookup_near_uncounted(path, id, guess, |xattrs| {
+            header_digest(|enc| self.write_header(enc, e, mode, id.size, xattrs))
         })?;
         Some(Hashed {
             mode,

@@ -366,12 +366,38 @@ impl TopKind {
 pub(crate) struct Found {
     /// The source metadata; `path` is the resolved path in the source root.
     pub entry: Entry,
-    /// Where it goes below the top's target (`""` for the target itself).
-    pub rel: String,
+    /// Where in `entry.path` the path below the top's target starts ([`Found::rel`]):
+    /// it is always a suffix, so it needs no string of its own.
+    pub rel_start: usize,
     /// Existing directories get the source's metadata (false for `--parents` ancestors
     /// and for directories kept only for an included descendant: those are only set up
     /// when this copy creates them).
     pub overwrite_meta: bool,
+}
+
+impl Found {
+    /// `entry`, going where its path without the first `prefix_len` bytes says.
+    fn below(entry: Entry, prefix_len: usize, overwrite_meta: bool) -> Found {
+        Found {
+            entry,
+            rel_start: prefix_len,
+            overwrite_meta,
+        }
+    }
+
+    /// `entry` as the top's target itself.
+    fn target(entry: Entry, overwrite_meta: bool) -> Found {
+        Found {
+            rel_start: entry.path.len(),
+            entry,
+            overwrite_meta,
+        }
+    }
+
+    /// Where it goes below the top's target (`""` for the target itself).
+    pub fn rel(&self) -> &str {
+        self.entry.path.get(self.rel_start..).unwrap_or_default()
+    }
 }
 
 /// A top-level source with its entries. For directory-like tops the first entry is the
@@ -507,32 +533,24 @@ impl<'t> Collector<'t> {
                 kind: TopKind::Single,
                 label: label.to_string(),
                 name,
-                entries: vec![Found {
-                    entry,
-                    rel: String::new(),
-                    overwrite_meta: true,
-                }],
+                entries: vec![Found::target(entry, true)],
             });
             return Ok(());
         };
-        let mut entries = vec![Found {
-            entry: entry.clone(),
-            rel: String::new(),
-            overwrite_meta: false,
-        }];
         let prefix_len = if entry.path.is_empty() {
             0
         } else {
             entry.path.len() + 1
         };
+        let mut entries = Vec::with_capacity(1 + below.len());
+        entries.push(Found::target(entry, false));
         if self.excludes.is_none() {
             // Nothing to filter: the entries move into the top (no copy per file).
-            entries.reserve(below.len());
-            entries.extend(below.into_iter().map(|entry| Found {
-                rel: entry.path.get(prefix_len..).unwrap_or_default().to_string(),
-                entry,
-                overwrite_meta: true,
-            }));
+            entries.extend(
+                below
+                    .into_iter()
+                    .map(|entry| Found::below(entry, prefix_len, true)),
+            );
         } else {
             self.filter_below(prefix_len, &below, &mut entries)?;
         }
@@ -561,27 +579,24 @@ impl<'t> Collector<'t> {
         let mut i = 0;
         while i < below.len() {
             let e = &below[i];
-            let rel = e.path[prefix_len..].to_string();
+            let rel = e.path.get(prefix_len..).unwrap_or_default();
             while let Some((p, _)) = pending.last() {
-                if rel.starts_with(&format!("{}/", p.rel)) {
+                let parent = p.rel();
+                if rel.len() > parent.len()
+                    && rel.starts_with(parent)
+                    && rel.as_bytes()[parent.len()] == b'/'
+                {
                     break;
                 }
                 pending.pop();
             }
-            if self.excluded(&rel)? {
+            if self.excluded(rel)? {
                 if e.kind == FileKind::Dir {
-                    if self.can_prune(&rel) {
+                    if self.can_prune(rel) {
                         i = subtree_end(below, i);
                         continue;
                     }
-                    pending.push((
-                        Found {
-                            entry: e.clone(),
-                            rel,
-                            overwrite_meta: false,
-                        },
-                        false,
-                    ));
+                    pending.push((Found::below(e.clone(), prefix_len, false), false));
                 }
                 i += 1;
                 continue;
@@ -592,11 +607,7 @@ impl<'t> Collector<'t> {
                     *emitted = true;
                 }
             }
-            out.push(Found {
-                entry: e.clone(),
-                rel,
-                overwrite_meta: true,
-            });
+            out.push(Found::below(e.clone(), prefix_len, true));
             i += 1;
         }
         Ok(())
@@ -650,11 +661,7 @@ impl<'t> Collector<'t> {
             p.path.len() + 1
         };
         let rel_of = |e: &Entry| e.path[prefix_len..].to_string();
-        let mut entries = vec![Found {
-            entry: p.clone(),
-            rel: String::new(),
-            overwrite_meta: false,
-        }];
+        let mut entries = vec![Found::target(p.clone(), false)];
         let mut emitted_ancestors = 0;
         // Directories on the path from the walk's start to the current entry, with whether
         // they were listed already.
@@ -690,28 +697,16 @@ impl<'t> Collector<'t> {
             }
             any = true;
             for a in &ancestors[emitted_ancestors..] {
-                entries.push(Found {
-                    entry: a.clone(),
-                    rel: rel_of(a),
-                    overwrite_meta: false,
-                });
+                entries.push(Found::below(a.clone(), prefix_len, false));
             }
             emitted_ancestors = ancestors.len();
             for (j, emitted) in stack.iter_mut() {
                 if !*emitted {
-                    entries.push(Found {
-                        entry: below[*j].clone(),
-                        rel: rel_of(&below[*j]),
-                        overwrite_meta: false,
-                    });
+                    entries.push(Found::below(below[*j].clone(), prefix_len, false));
                     *emitted = true;
                 }
             }
-            entries.push(Found {
-                entry: e.clone(),
-                rel,
-                overwrite_meta: true,
-            });
+            entries.push(Found::below(e.clone(), prefix_len, true));
             if e.kind == FileKind::Dir {
                 self.filter_below(prefix_len, &below[i + 1..end], &mut entries)?;
             }

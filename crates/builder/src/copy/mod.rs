@@ -517,27 +517,31 @@ pub fn prepare(req: &CopyRequest) -> Result<CopyPlan, Error> {
         memo.add_hits(hits);
     }
     // Then everything else is read and hashed in parallel (context files into the memo).
-    let hashed: Vec<Result<Hashed, Error>> = to_read
-        .par_iter()
-        .map(|&i| {
-            let item = &items[i];
-            match item.origin {
-                Origin::Tree(r) => {
-                    let mut entry = entry_of(item);
-                    entry.path = item.path.clone();
-                    match memo {
-                        Some((_, memo)) if r == 0 => {
-                            settings.hash_entry_remember(&roots[0], &entry, memo)
-                        }
-                        _ => settings.hash_entry(&roots[r], &entry),
+    let hash_item = |&i: &usize| {
+        let item = &items[i];
+        match item.origin {
+            Origin::Tree(r) => {
+                let mut entry = entry_of(item);
+                entry.path = item.path.clone();
+                match memo {
+                    Some((_, memo)) if r == 0 => {
+                        settings.hash_entry_remember(&roots[0], &entry, memo)
                     }
-                }
-                Origin::Inline(i) => {
-                    Ok(settings.hash_inline(&req.inline[i].name, &req.inline[i].content))
+                    _ => settings.hash_entry(&roots[r], &entry),
                 }
             }
-        })
-        .collect();
+            Origin::Inline(i) => {
+                Ok(settings.hash_inline(&req.inline[i].name, &req.inline[i].content))
+            }
+        }
+    };
+    // One item or none (a cached rebuild, a one-file COPY) is hashed here: asking rayon
+    // for even an empty parallel iterator starts its pool, a millisecond of thread starts.
+    let hashed: Vec<Result<Hashed, Error>> = if to_read.len() < 2 {
+        to_read.iter().map(hash_item).collect()
+    } else {
+        to_read.par_iter().map(hash_item).collect()
+    };
     for (i, h) in to_read.into_iter().zip(hashed) {
         items[i].hashed = h?;
     }

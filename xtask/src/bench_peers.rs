@@ -73,9 +73,13 @@ pub struct PeersBenchArgs {
     /// Where to write the JSON results (default: bench/peers.json at the workspace root).
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Keep the work folder (under target/bench-peers).
+    /// Keep the work folder (under target/bench-peers; it stays mounted).
     #[arg(long)]
     keep: bool,
+    /// Measure on the file system of target/ itself rather than on a fresh ext4 file
+    /// system with a journal in a loop-mounted image (see `bench_fs`).
+    #[arg(long)]
+    root_fs: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -368,7 +372,7 @@ fn unmount_under(dir: &Path) {
     let mut points: Vec<&str> = info
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
+        .filter(|p| p.starts_with(&prefix) && *p != prefix)
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in points {
@@ -498,7 +502,9 @@ fn scenarios(work: &Path, only: &[String]) -> anyhow::Result<Vec<Scenario>> {
         let ctx = work.join(format!("ctx-{name}"));
         fs::create_dir_all(&ctx)?;
         fs::write(ctx.join("Dockerfile"), df)?;
-        fs::write(ctx.join("stamp"), "0\n")?;
+        // Never what a change writes: every change is new content (a retried run and the
+        // first tool's first run included).
+        fs::write(ctx.join("stamp"), "initial\n")?;
         let stamp = ctx.join("stamp");
         Ok((ctx, stamp))
     };
@@ -512,7 +518,9 @@ fn scenarios(work: &Path, only: &[String]) -> anyhow::Result<Vec<Scenario>> {
                 tag: "bench-3-stage:1".into(),
                 target: None,
             }],
-            change: Box::new(move |round| Ok(fs::write(&stamp, format!("{round}\n"))?)),
+            change: Box::new(move |round| {
+                Ok(fs::write(&stamp, format!("change {round} {:?}\n", Instant::now()))?)
+            }),
         });
     }
     if want("copy-20k") {
@@ -548,7 +556,12 @@ fn scenarios(work: &Path, only: &[String]) -> anyhow::Result<Vec<Scenario>> {
                 tag: "bench-100-run:1".into(),
                 target: None,
             }],
-            change: Box::new(move |round| Ok(fs::write(&stamp, format!("{round}\n"))?)),
+            change: Box::new(move |round| {
+                Ok(fs::write(
+                    &stamp,
+                    format!("change {round} {:?}\n", Instant::now()),
+                )?)
+            }),
         });
     }
     // In the issue's order (the titles are numbered).
@@ -704,6 +717,10 @@ impl Env {
                     "build",
                     "-q",
                     "--layers",
+                    // Its intermediate containers stay (until the suite's end, with its
+                    // root): removing them as it goes frees thousands of inodes per step,
+                    // which would slow whatever tool creates files next (see set_aside).
+                    "--rm=false",
                     "--isolation",
                     "chroot",
                     "--jobs",
@@ -1045,7 +1062,30 @@ pub fn run(args: &PeersBenchArgs) -> anyhow::Result<()> {
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     let work = workspace_root().join(format!("target/bench-peers/run-{stamp}"));
-    fs::create_dir_all(&work)?;
+    let scratch = if args.root_fs {
+        fs::create_dir_all(&work)?;
+        None
+    } else {
+        let parent = work.parent().context("work folder has no parent")?;
+        fs::create_dir_all(parent)?;
+        // Three quarters of the free space, at most 64 GiB (a sparse image: only what the
+        // suite writes is used).
+        let size = (crate::bench_fs::available_bytes(parent)? / 4 * 3).min(64 << 30);
+        let image = parent.join(format!("run-{stamp}.ext4"));
+        let s = crate::bench_fs::ScratchFs::create(&image, &work, size)?;
+        eprintln!("==> measuring on {}", s.describe());
+        Some(s)
+    };
+    let fs_condition = match &scratch {
+        Some(s) => format!(
+            "{}, mounted for this run only: the VM's root ext4 has no journal, and there ext4 \
+             checks every inode freed in the last minutes one by one before it hands one out, \
+             so every tool's file creation slowed run after run with the deletes of all of \
+             them (`--root-fs` measures there anyway)",
+            s.describe()
+        ),
+        None => "the file system of target/ itself (`--root-fs`)".to_string(),
+    };
     let rootfs = work.join("busybox-rootfs");
     crate::busybox::rootfs(&rootfs)?;
     let oci = busybox_oci(&work, &rootfs)?;
@@ -1215,21 +1255,24 @@ pub fn run(args: &PeersBenchArgs) -> anyhow::Result<()> {
         "- BuildKit: Debian's dockerd on a private socket and data root (`--iptables=false \
          --bridge=none`, overlay2), `DOCKER_BUILDKIT=1 docker build --network host`; cold = a \
          new dockerd on a fresh data root, then `docker import` of the base.\n\
-         - buildah: `buildah build --layers --isolation chroot --jobs 3`, overlay driver, its own \
-         storage root per run; cold = a fresh root with the base committed from scratch.\n\
+         - buildah: `buildah build --layers --rm=false --isolation chroot --jobs 3`, overlay \
+         driver, its own storage root per run; cold = a fresh root with the base committed from \
+         scratch.\n\
          - strata: `strata build` (release build), a fresh store per run holding the base; cold = \
          that fresh store.\n\
          - Same busybox base everywhere (Debian busybox-static).\n\
          - Before every measured command, `sync` (not timed): no tool waits for the writeback \
          of what another left dirty.\n\
          - Nothing is deleted while the suite measures (every run of every tool gets fresh \
-         folders; all are removed at the end): on this ext4, creating files right after a large \
+         folders; all go at the end), and buildah runs with `--rm=false` (its intermediate \
+         containers are kept): on a file system without a journal, creating files after a large \
          delete is several times slower.\n\
          - Bytes written: `write_bytes` of the tool and everything it ran (for BuildKit: of \
          dockerd and containerd, where the work happens). Peak memory: max RSS of the tool from \
          `/usr/bin/time` (for BuildKit: dockerd's VmHWM, reset before each measurement, its idle \
          footprint included). Disk: growth of the tool's storage folder over the cold phase.\n",
     );
+    md.push_str(&format!("- File system: {fs_condition}.\n"));
     for (tool, why) in &missing {
         md.push_str(&format!("- **{} missing**: {why}\n", tool.name()));
     }
@@ -1460,10 +1503,13 @@ pub fn run(args: &PeersBenchArgs) -> anyhow::Result<()> {
         json_out.display(),
         elapsed
     );
-    if !args.keep {
+    if args.keep {
+        eprintln!("work folder kept: {}", work.display());
+        std::mem::forget(scratch);
+    } else if scratch.is_none() {
         let _ = fs::remove_dir_all(&work);
     } else {
-        eprintln!("work folder kept: {}", work.display());
+        drop(scratch);
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 
 mod bench_analyze;
 mod bench_build;
+mod bench_fs;
 mod bench_overlay;
 mod bench_parser;
 mod bench_peers;

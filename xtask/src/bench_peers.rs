@@ -717,10 +717,6 @@ impl Env {
                     "build",
                     "-q",
                     "--layers",
-                    // Its intermediate containers stay (until the suite's end, with its
-                    // root): removing them as it goes frees thousands of inodes per step,
-                    // which would slow whatever tool creates files next (see set_aside).
-                    "--rm=false",
                     "--isolation",
                     "chroot",
                     "--jobs",
@@ -1255,18 +1251,17 @@ pub fn run(args: &PeersBenchArgs) -> anyhow::Result<()> {
         "- BuildKit: Debian's dockerd on a private socket and data root (`--iptables=false \
          --bridge=none`, overlay2), `DOCKER_BUILDKIT=1 docker build --network host`; cold = a \
          new dockerd on a fresh data root, then `docker import` of the base.\n\
-         - buildah: `buildah build --layers --rm=false --isolation chroot --jobs 3`, overlay \
-         driver, its own storage root per run; cold = a fresh root with the base committed from \
-         scratch.\n\
+         - buildah: `buildah build --layers --isolation chroot --jobs 3`, overlay driver, its own \
+         storage root per run; cold = a fresh root with the base committed from scratch.\n\
          - strata: `strata build` (release build), a fresh store per run holding the base; cold = \
          that fresh store.\n\
          - Same busybox base everywhere (Debian busybox-static).\n\
          - Before every measured command, `sync` (not timed): no tool waits for the writeback \
          of what another left dirty.\n\
-         - Nothing is deleted while the suite measures (every run of every tool gets fresh \
-         folders; all go at the end), and buildah runs with `--rm=false` (its intermediate \
-         containers are kept): on a file system without a journal, creating files after a large \
-         delete is several times slower.\n\
+         - The suite itself deletes nothing while it measures (every run of every tool gets \
+         fresh folders; all go at the end). buildah removes its intermediate containers as it \
+         goes, as it does by default (`--rm=false` would leave each one mounted, and thousands \
+         of mounts slow every tool's mounts and namespaces).\n\
          - Bytes written: `write_bytes` of the tool and everything it ran (for BuildKit: of \
          dockerd and containerd, where the work happens). Peak memory: max RSS of the tool from \
          `/usr/bin/time` (for BuildKit: dockerd's VmHWM, reset before each measurement, its idle \

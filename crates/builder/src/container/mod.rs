@@ -337,6 +337,10 @@ impl Engine {
 #[derive(Debug)]
 struct Held(#[allow(dead_code)] File);
 
+/// How long a container lock that looks taken is tried again while the container's record
+/// says nobody runs it (see `Containers::try_lock`).
+const LOCK_SETTLE: Duration = Duration::from_secs(2);
+
 impl<'a> Containers<'a> {
     fn dir(&self) -> Result<PathBuf, Error> {
         let dir = lock_dir(self.engine.store().root());
@@ -355,16 +359,34 @@ impl<'a> Containers<'a> {
     }
 
     /// The lock of container `id` if nobody runs it.
+    ///
+    /// A lock is an open file description, and a process forked by another thread of this
+    /// program holds a copy of it from fork until exec: for that moment the lock looks taken
+    /// although the container's runner has let go. So while the container's record says it
+    /// is not running, a taken lock is tried again for up to [`LOCK_SETTLE`].
     fn try_lock(&self, id: &str) -> Result<Option<Held>, Error> {
         let file = self.open_lock(&format!("{id}.lock"))?;
-        match rustix::fs::flock(file.as_fd(), FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => Ok(Some(Held(file))),
-            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
-            Err(e) => Err(Error::io(
-                "lock",
-                self.dir()?.join(format!("{id}.lock")),
-                e.into(),
-            )),
+        let deadline = Instant::now() + LOCK_SETTLE;
+        loop {
+            match rustix::fs::flock(file.as_fd(), FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(Some(Held(file))),
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    let idle = self
+                        .read(id)?
+                        .is_some_and(|c| c.state.status != Status::Running);
+                    if !idle || Instant::now() >= deadline {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    return Err(Error::io(
+                        "lock",
+                        self.dir()?.join(format!("{id}.lock")),
+                        e.into(),
+                    ))
+                }
+            }
         }
     }
 

@@ -187,3 +187,58 @@ fn a_start_that_fails_leaves_the_container_created_with_dockers_code() {
         .unwrap_err();
     assert!(e.to_string().contains("ghost"), "{e}");
 }
+
+/// A container lock held for a moment by someone other than a runner (as a process forked
+/// by another thread holds a copy of it until it execs) does not make a stopped container
+/// look running; a lock held for longer than the settling time does.
+#[test]
+#[ignore = "privileged: needs root and overlayfs (run by cargo xtask test)"]
+fn a_lock_held_for_a_moment_does_not_make_a_stopped_container_running() {
+    let ts = TestStore::new();
+    let containers = ts.engine.containers();
+    let cancel = CancelToken::new().unwrap();
+    let c = containers.create("busybox", &opts(&["true"])).unwrap();
+    containers
+        .start(&c.id, &mut Captured::default(), &cancel)
+        .unwrap();
+    let lock = ts
+        .engine
+        .store()
+        .root()
+        .join(format!("builder/containers/{}.lock", c.id));
+    assert!(lock.exists(), "{}", lock.display());
+    let hold = |secs: &str| {
+        // -o: the command does not inherit the lock, so killing flock lets it go.
+        let child = std::process::Command::new("flock")
+            .args(["-x", "-o"])
+            .arg(&lock)
+            .args(["sleep", secs])
+            .spawn()
+            .unwrap();
+        // Until flock has it.
+        while std::process::Command::new("flock")
+            .args(["-n", "-x"])
+            .arg(&lock)
+            .arg("true")
+            .status()
+            .unwrap()
+            .success()
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child
+    };
+    let mut long = hold("5");
+    let e = containers
+        .commit(&c.id, &CommitOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(e, strata_builder::Error::ContainerRunning { .. }),
+        "{e}"
+    );
+    long.kill().unwrap();
+    long.wait().unwrap();
+    let mut short = hold("0.3");
+    containers.remove(&c.id, false).unwrap();
+    short.wait().unwrap();
+}

@@ -14,7 +14,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+
+use crate::bench_peers::quiet;
 
 /// A mounted scratch file system; unmounted, detached and deleted on drop.
 pub(crate) struct ScratchFs {
@@ -34,12 +36,16 @@ impl ScratchFs {
         drop(file);
         // Inode tables and journal written now, not by ext4's lazy-init thread during the
         // measurements.
-        run(Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"])
-            .arg(image))?;
-        let device = run(Command::new("losetup")
-            .args(["--find", "--show", "--direct-io=on"])
-            .arg(image))?
+        quiet(
+            Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"])
+                .arg(image),
+        )?;
+        let device = quiet(
+            Command::new("losetup")
+                .args(["--find", "--show", "--direct-io=on"])
+                .arg(image),
+        )?
         .trim()
         .to_string();
         let scratch = ScratchFs {
@@ -48,7 +54,7 @@ impl ScratchFs {
             device,
         };
         fs::create_dir_all(mountpoint)?;
-        run(Command::new("mount").arg(&scratch.device).arg(mountpoint))?;
+        quiet(Command::new("mount").arg(&scratch.device).arg(mountpoint))?;
         Ok(scratch)
     }
 
@@ -71,21 +77,9 @@ impl Drop for ScratchFs {
     }
 }
 
-/// Runs `cmd`, returning its standard output, or an error with its standard error.
-fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// Bytes available on the file system holding `dir` (`df`).
 pub(crate) fn available_bytes(dir: &Path) -> anyhow::Result<u64> {
-    let out = run(Command::new("df").args(["--output=avail", "-B1"]).arg(dir))?;
+    let out = quiet(Command::new("df").args(["--output=avail", "-B1"]).arg(dir))?;
     out.lines()
         .nth(1)
         .and_then(|l| l.trim().parse().ok())

@@ -329,7 +329,7 @@ fn tempfile_path(what: &str) -> PathBuf {
 }
 
 /// Runs a setup command (not measured); fails when it fails.
-fn quiet(cmd: &mut Command) -> anyhow::Result<String> {
+pub(crate) fn quiet(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd
         .stdin(Stdio::null())
         .output()

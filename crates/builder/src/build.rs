@@ -1546,13 +1546,7 @@ impl Build<'_> {
                     self.remote.lookup(&key, &below).map(|r| {
                         let stage = self.stage_name(info);
                         lock(&self.remote_hits).push((r.clone(), stage));
-                        StepHit {
-                            key: r.key,
-                            layer: r.layer,
-                            created_by: r.created_by,
-                            created: r.created,
-                            last_used: None,
-                        }
+                        StepHit::undated(r.key, r.layer, r.created_by, r.created)
                     })
                 }
             };
@@ -1666,13 +1660,7 @@ impl Build<'_> {
         if let Some(l) = &layer {
             lock(&self.present).insert(l.digest);
         }
-        let hit = StepHit {
-            key: record.key,
-            layer: record.layer,
-            created_by: record.created_by,
-            created: record.created,
-            last_used: None,
-        };
+        let hit = StepHit::undated(record.key, record.layer, record.created_by, record.created);
         self.apply_step(st, &hit, &record.inputs);
         Ok(())
     }

@@ -84,6 +84,25 @@ pub struct StepHit {
     pub last_used: Option<SystemTime>,
 }
 
+impl StepHit {
+    /// The hit of a step whose record was not read from the local store (a step that just
+    /// ran, a record from a remote cache): there is no last use to keep up to date.
+    pub fn undated(
+        key: CacheKey,
+        layer: Option<LayerInfo>,
+        created_by: String,
+        created: Option<String>,
+    ) -> StepHit {
+        StepHit {
+            key,
+            layer,
+            created_by,
+            created,
+            last_used: None,
+        }
+    }
+}
+
 /// How precisely last use is kept: [`mark_used`] leaves a record used less than this long
 /// ago as it is. Eviction by age (`prune --keep-storage`) needs minutes, not microseconds.
 pub const USE_RESOLUTION: Duration = Duration::from_secs(60);
@@ -132,11 +151,8 @@ pub fn lookup(store: &Store, key: &CacheKey) -> Result<Option<StepHit>, Error> {
         }
     }
     Ok(Some(StepHit {
-        key: stored.key,
-        layer: stored.layer,
-        created_by: stored.created_by,
-        created: stored.created,
         last_used: Some(modified),
+        ..StepHit::undated(stored.key, stored.layer, stored.created_by, stored.created)
     }))
 }
 

@@ -273,18 +273,9 @@ impl Store {
     /// When a ref was last set (its file's modification time), if it exists: what
     /// `docker inspect` shows as a tag's `LastTagTime`.
     pub fn ref_modified(&self, kind: RefKind, name: &str) -> Result<Option<std::time::SystemTime>> {
-        let _lock = self.lock_refs(false)?;
-        let path = self.ref_path(kind, name);
-        match fs::metadata(&path) {
-            Ok(m) => {
-                if read_ref_file(&path)?.name != name {
-                    return Ok(None);
-                }
-                Ok(Some(m.modified().map_err(|e| Error::io("stat", &path, e))?))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("stat", path, e)),
-        }
+        Ok(self
+            .get_ref_dated(kind, name)?
+            .map(|(_, modified)| modified))
     }
 
     /// Every ref of one kind, sorted by name.
@@ -393,6 +384,13 @@ fn touch_file(path: &std::path::Path) -> Result<bool> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_kinds_position_is_its_place_in_all() {
+        for (i, kind) in RefKind::ALL.iter().enumerate() {
+            assert_eq!(kind.position(), i, "{kind:?}");
+        }
+    }
 
     #[test]
     fn names_encode_to_safe_file_names() {

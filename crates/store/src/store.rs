@@ -37,10 +37,11 @@ pub(crate) struct Paths {
 impl Paths {
     fn new(root: &Path) -> Paths {
         let refs = root.join("refs");
+        let blobs = root.join("blobs").join("sha256");
         Paths {
             root: root.to_path_buf(),
-            blobs: root.join("blobs").join("sha256"),
-            blobs_dir: crate::dirfd::DirHandle::new(root.join("blobs").join("sha256")),
+            blobs_dir: crate::dirfd::DirHandle::new(blobs.clone()),
+            blobs,
             ref_dirs: crate::refs::RefKind::ALL
                 .map(|kind| crate::dirfd::DirHandle::new(refs.join(kind.dir_name()))),
             refs,
